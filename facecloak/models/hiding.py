@@ -1,0 +1,177 @@
+"""The hiding network (HN) of Hanawa et al. 2024, section 3.1.
+
+HN takes a cover face C (canonical 256x256) and the 512-d recognition feature of an
+embedded face E, tiled into a 3x256x256 block, and outputs the de-identified face D.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def tile_feature(f: torch.Tensor, size: int = 256, channels: int = 3) -> torch.Tensor:
+    """Tile feature vectors ``f`` (B, d) into (B, channels, size, size) blocks (section 3.1).
+
+    The paper reshapes the 1x512 feature into a 2x256 matrix, stacks 128 copies of it in
+    the height direction to get 256x256, and repeats that 3 times along channels. That is
+    the row-major cyclic fill
+
+        T[c, i, j] = f[(i * size + j) mod d]
+
+    which, for d = 512 and size = 256, gives rows 2k = f[0:256] and rows 2k+1 = f[256:512]:
+    exactly the paper's layout. The same formula is the generalisation to any d (128-d
+    recognizers, other sizes): the vector is written row by row and repeated until the
+    plane is full.
+    """
+    b, d = f.shape
+    n = size * size
+    reps = -(-n // d)  # ceil(n / d)
+    plane = f.repeat(1, reps)[:, :n].reshape(b, 1, size, size)
+    return plane.expand(b, channels, size, size)
+
+
+class ResBlock(nn.Module):
+    """Pre-activation-free ResNet basic block: ``y = relu(conv(relu(conv(x))) + skip(x))``."""
+
+    def __init__(self, cin: int, cout: int, stride: int = 1):
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.norm1 = nn.GroupNorm(_groups(cout), cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.norm2 = nn.GroupNorm(_groups(cout), cout)
+        self.skip = (
+            nn.Identity()
+            if stride == 1 and cin == cout
+            else nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.GroupNorm(_groups(cout), cout))
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = F.relu(self.norm1(self.conv1(x)))
+        y = self.norm2(self.conv2(y))
+        return F.relu(y + self.skip(x))
+
+
+class UpBlock(nn.Module):
+    """Decoder stage: bilinear x2 upsample, concatenate the encoder skip, two 3x3 convs."""
+
+    def __init__(self, cin: int, cskip: int, cout: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin + cskip, cout, 3, 1, 1)
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1)
+
+    def forward(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
+        x = F.interpolate(x, size=skip.shape[-2:], mode="bilinear", align_corners=False)
+        x = F.leaky_relu(self.conv1(torch.cat([x, skip], 1)), 0.2)
+        return F.leaky_relu(self.conv2(x), 0.2)
+
+
+def _groups(c: int) -> int:
+    return math.gcd(c, 8)
+
+
+@dataclass(frozen=True)
+class HidingNetConfig:
+    """Architecture hyper-parameters; saved next to every checkpoint.
+
+    width: channels of the first stage; stages use width x (1, 2, 4, 8, 8).
+    feature_dim: size of the embedded recognition feature (512 for ArcFace).
+    size: face size (the canonical template is 256).
+    max_delta: bound on |D - C| per pixel in [0, 1] units (see ``HidingNet``).
+    """
+
+    width: int = 16
+    feature_dim: int = 512
+    size: int = 256
+    max_delta: float = 0.12
+
+
+class HidingNet(nn.Module):
+    """U-Net with residual-block encoder: (C, f_en(E)) -> D.
+
+    Input C is RGB in [0, 1], shape (B, 3, S, S); ``feature`` is (B, feature_dim), the
+    L2-normalised EN feature of E. The network sees ``cat(2C - 1, tile(sqrt(d) f))``, 6
+    channels (the sqrt(d) rescale gives the unit-norm feature unit variance per entry;
+    the tiling itself is the paper's, see ``tile_feature``).
+
+    Output: ``D = clamp(C + max_delta * tanh(R), 0, 1)``, a *bounded residual* on the cover.
+    Why residual: the target is "C with small identity-bearing changes"; predicting the
+    change starts training at the identity map (the last conv is zero-initialised, so
+    D = C at step 0) and keeps image quality high from the first step, which matters when
+    training compute is small. Why bounded: ``max_delta`` caps the per-pixel change, so the
+    worst-case PSNR is 20 log10(1 / max_delta) dB whatever the input, and a badly
+    generalising model can never paint a different face.
+    """
+
+    def __init__(self, config: HidingNetConfig | None = None):
+        super().__init__()
+        self.config = cfg = config or HidingNetConfig()
+        w = cfg.width
+        ch = [w, 2 * w, 4 * w, 8 * w, 8 * w]
+        self.stem = nn.Sequential(nn.Conv2d(6, ch[0], 3, 1, 1), nn.LeakyReLU(0.2))
+        self.enc = nn.ModuleList(
+            [ResBlock(ch[0], ch[1], 2), ResBlock(ch[1], ch[2], 2), ResBlock(ch[2], ch[3], 2), ResBlock(ch[3], ch[4], 2)]
+        )
+        self.bottleneck = ResBlock(ch[4], ch[4], 1)
+        self.dec = nn.ModuleList(
+            [UpBlock(ch[4], ch[3], ch[3]), UpBlock(ch[3], ch[2], ch[2]), UpBlock(ch[2], ch[1], ch[1]), UpBlock(ch[1], ch[0], ch[0])]
+        )
+        self.head = nn.Conv2d(ch[0], 3, 3, 1, 1)
+        nn.init.zeros_(self.head.weight)
+        nn.init.zeros_(self.head.bias)
+
+    def forward(self, cover: torch.Tensor, feature: torch.Tensor) -> torch.Tensor:
+        d = feature.shape[1]
+        if d != self.config.feature_dim:
+            raise ValueError(f"feature has {d} dims, the network was built for {self.config.feature_dim}")
+        tiled = tile_feature(feature.to(cover.dtype) * math.sqrt(d), cover.shape[-1])
+        x = self.stem(torch.cat([cover * 2 - 1, tiled], 1))
+        skips = [x]
+        for block in self.enc:
+            x = block(x)
+            skips.append(x)
+        x = self.bottleneck(skips.pop())
+        for block in self.dec:
+            x = block(x, skips.pop())
+        residual = torch.tanh(self.head(x)) * self.config.max_delta
+        return (cover + residual).clamp(0, 1)
+
+
+def config_dict(cfg: HidingNetConfig) -> dict:
+    return asdict(cfg)
+
+
+def save_hiding_net(model: HidingNet, path, half: bool = False, extra: dict | None = None) -> None:
+    """Write weights as safetensors, with the architecture config in the header metadata."""
+    import json
+
+    from safetensors.torch import save_file
+
+    sd = {k: (v.half() if half and v.is_floating_point() else v).contiguous().cpu() for k, v in model.state_dict().items()}
+    meta = {"config": json.dumps(config_dict(model.config))}
+    if extra:
+        meta.update({k: json.dumps(v) for k, v in extra.items()})
+    save_file(sd, str(path), metadata=meta)
+
+
+def load_hiding_net(path, device: str | torch.device = "cpu") -> HidingNet:
+    """Build the network from the file's config metadata and load its weights strictly."""
+    import json
+
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    with safe_open(str(path), framework="pt") as f:
+        meta = f.metadata() or {}
+    if "config" not in meta:
+        raise ValueError(f"{path} has no facecloak hiding-network config in its metadata")
+    cfg = HidingNetConfig(**json.loads(meta["config"]))
+    model = HidingNet(cfg)
+    sd = {k: v.float() for k, v in load_file(str(path)).items()}
+    missing, unexpected = model.load_state_dict(sd, strict=False)
+    if missing or unexpected:
+        raise ValueError(f"{path}: weights do not fit the network; missing {missing}, unexpected {unexpected}")
+    return model.to(device).eval()
