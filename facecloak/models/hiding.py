@@ -81,12 +81,14 @@ class HidingNetConfig:
     feature_dim: size of the embedded recognition feature (512 for ArcFace).
     size: face size (the canonical template is 256).
     max_delta: bound on |D - C| per pixel in [0, 1] units (see ``HidingNet``).
+    head_init_std: std of the output conv's initial weights; 0 starts exactly at D = C.
     """
 
     width: int = 16
     feature_dim: int = 512
     size: int = 256
     max_delta: float = 0.12
+    head_init_std: float = 0.0
 
 
 class HidingNet(nn.Module):
@@ -120,7 +122,7 @@ class HidingNet(nn.Module):
             [UpBlock(ch[4], ch[3], ch[3]), UpBlock(ch[3], ch[2], ch[2]), UpBlock(ch[2], ch[1], ch[1]), UpBlock(ch[1], ch[0], ch[0])]
         )
         self.head = nn.Conv2d(ch[0], 3, 3, 1, 1)
-        nn.init.zeros_(self.head.weight)
+        nn.init.normal_(self.head.weight, std=cfg.head_init_std) if cfg.head_init_std else nn.init.zeros_(self.head.weight)
         nn.init.zeros_(self.head.bias)
 
     def forward(self, cover: torch.Tensor, feature: torch.Tensor) -> torch.Tensor:

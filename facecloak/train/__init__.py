@@ -1,0 +1,1 @@
+"""Training of the hiding network: losses, data, and the (DDP-capable) training loop."""

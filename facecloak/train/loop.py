@@ -1,0 +1,281 @@
+"""The training loop for the hiding network (section 4.2 of the paper).
+
+Single process: ``facecloak train ...``. Several processes or GPUs: the same command under
+``torchrun --nproc_per_node N -m facecloak train ...``; PyTorch DistributedDataParallel
+(gloo on CPU, nccl on CUDA) does the gradient averaging, a DistributedSampler shards the
+covers. Rank 0 alone logs, writes previews and checkpoints.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from torch.utils.data import DataLoader, DistributedSampler
+
+from ..models.hiding import HidingNet, HidingNetConfig, load_hiding_net, save_hiding_net
+from . import losses as L
+from .data import CoverDataset, FakeBank, list_crops, split_train_val
+
+
+@dataclass
+class TrainConfig:
+    """Every knob of a training run; the merged config is saved next to each checkpoint."""
+
+    covers: str = ""  # folder of canonical 256 crops (see `facecloak train --help` for preparing them)
+    out: str = "runs/hn"
+    fakes: str = "dcgan"  # "dcgan" (generated on the fly, seeded) or a folder of aligned fake faces
+    n_fakes: int = 1024
+    epochs: int = 150
+    max_steps: int | None = None
+    batch_size: int = 8
+    lr: float = 1e-5
+    plateau_factor: float = 0.2
+    plateau_patience: int = 5
+    val_fraction: float = 0.05
+    seed: int = 0
+    device: str = "auto"
+    amp: bool = True  # bf16 autocast on CUDA only
+    num_workers: int = 0
+    resume: bool = False
+    init: str | None = None  # start from these hiding-net weights
+    log_every: int = 10
+    loss_size: int = 256  # resolution the VGG/LPIPS losses see (lower it to train faster on CPU)
+    hn: HidingNetConfig = field(default_factory=HidingNetConfig)
+    weights: L.LossWeights = field(default_factory=L.LossWeights)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise RuntimeError("--device cuda was asked for, but torch sees no CUDA device; use --device cpu")
+    return torch.device(name)
+
+
+def _ddp_setup(device: torch.device) -> tuple[int, int]:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1:
+        return 0, 1
+    backend = "nccl" if device.type == "cuda" else "gloo"
+    dist.init_process_group(backend)
+    return dist.get_rank(), world
+
+
+class Critics(torch.nn.Module):
+    """The frozen networks the losses need: EN (ArcFace) and VGG-16 (perceptual + LPIPS)."""
+
+    def __init__(self, device: torch.device, loss_size: int = 256):
+        super().__init__()
+        from ..zoo.arcface import load_arcface
+        from ..models.lpips import load_lpips
+
+        self.en = load_arcface(device=device)
+        self.lpips = load_lpips("vgg", device=device)
+        self.loss_size = loss_size
+
+    def terms(self, cover, deid, feat_embed) -> dict[str, torch.Tensor]:
+        from ..models.lpips import unit_normalize
+
+        c, d = cover, deid
+        if self.loss_size != cover.shape[-1]:
+            c = torch.nn.functional.interpolate(cover, size=self.loss_size, mode="bilinear", antialias=True)
+            d = torch.nn.functional.interpolate(deid, size=self.loss_size, mode="bilinear", antialias=True)
+        # One VGG-16 pass serves both LPIPS-vgg (all five taps) and the perceptual loss (the
+        # last tap, relu5_3: LPIPS's scaling layer is ImageNet normalisation for [-1, 1] input).
+        with torch.no_grad():
+            tc = self.lpips.trunk(c * 2 - 1)
+            f_c = self.en(cover)
+        td = self.lpips.trunk(d * 2 - 1)
+        lp = sum(lin((unit_normalize(a) - unit_normalize(b)) ** 2).mean(dim=(1, 2, 3)) for lin, a, b in zip(self.lpips.lins, tc, td))
+        f_d = self.en(deid)
+        return {
+            "rec": L.rec_loss(cover, deid),
+            "perc": L.perc_loss(tc[-1], td[-1]),
+            "lpips": lp.mean(),
+            "near": L.near_loss(feat_embed, f_d),
+            "far": L.far_loss(f_c, f_d),
+        }
+
+
+def build_fake_bank(cfg: TrainConfig, en, device) -> FakeBank:
+    if cfg.fakes == "dcgan":
+        from ..zoo.dcgan import fake_faces_canonical, load_dcgan
+
+        faces = fake_faces_canonical(load_dcgan(device=device), cfg.n_fakes, seed=cfg.seed)
+    else:
+        from .data import read_rgb, to_tensor
+
+        paths = list_crops(Path(cfg.fakes))[: cfg.n_fakes]
+        if not paths:
+            raise FileNotFoundError(f"no fake-face images in {cfg.fakes}")
+        faces = torch.stack([to_tensor(read_rgb(p)) for p in paths])
+    return FakeBank.from_images(faces, en, device)
+
+
+def _preview(cover: torch.Tensor, deid: torch.Tensor, path: Path) -> None:
+    """Save rows of C | D | 10x|D - C| (the paper's Fig. 17 view)."""
+    from PIL import Image
+
+    diff = ((deid - cover).abs() * 10).clamp(0, 1)
+    rows = torch.cat([torch.cat([c, d, e], 2) for c, d, e in zip(cover, deid, diff)], 1)
+    arr = (rows.permute(1, 2, 0).float().cpu().numpy() * 255).round().astype("uint8")
+    Image.fromarray(arr).save(path)
+
+
+def _checksum(model: torch.nn.Module) -> float:
+    return float(sum(p.detach().double().sum() for p in model.parameters()))
+
+
+def train(cfg: TrainConfig, progress: bool = True) -> dict:
+    """Run training; return a summary (best validation loss, steps, wall time, paths)."""
+    device = resolve_device(cfg.device)
+    rank, world = _ddp_setup(device)
+    if device.type == "cuda" and world > 1:
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+        torch.cuda.set_device(device)
+    torch.manual_seed(cfg.seed)
+    out = Path(cfg.out)
+    if rank == 0:
+        (out / "previews").mkdir(parents=True, exist_ok=True)
+
+    paths = list_crops(Path(cfg.covers))
+    if len(paths) < 2:
+        raise FileNotFoundError(f"need at least 2 face crops in {cfg.covers!r}, found {len(paths)}")
+    train_paths, val_paths = split_train_val(paths, cfg.val_fraction, cfg.seed)
+    train_ds, val_ds = CoverDataset(train_paths, True, cfg.seed), CoverDataset(val_paths, False)
+    sampler = DistributedSampler(train_ds, world, rank, shuffle=True, seed=cfg.seed) if world > 1 else None
+    loader = DataLoader(
+        train_ds, cfg.batch_size, shuffle=sampler is None, sampler=sampler, num_workers=cfg.num_workers, drop_last=len(train_ds) >= cfg.batch_size * world
+    )
+    val_loader = DataLoader(val_ds, cfg.batch_size, shuffle=False)
+
+    critics = Critics(device, cfg.loss_size)
+    bank = build_fake_bank(cfg, critics.en, device)
+    hn = load_hiding_net(cfg.init, device) if cfg.init else HidingNet(cfg.hn).to(device)
+    model = torch.nn.parallel.DistributedDataParallel(hn) if world > 1 else hn
+    opt = torch.optim.Adam(hn.parameters(), lr=cfg.lr)
+    sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=cfg.plateau_factor, patience=cfg.plateau_patience)
+    state = {"epoch": 0, "step": 0, "best_val": math.inf, "wall": 0.0}
+    last = out / "last.pt"
+    if cfg.resume and last.exists():
+        ck = torch.load(last, map_location=device, weights_only=True)
+        hn.load_state_dict(ck["model"])
+        opt.load_state_dict(ck["opt"])
+        sched.load_state_dict(ck["sched"])
+        state.update({k: ck[k] for k in state})
+    if rank == 0:
+        (out / "config.json").write_text(json.dumps(_config_record(cfg, train_paths, val_paths, world), indent=2))
+
+    amp = cfg.amp and device.type == "cuda"
+    g = torch.Generator().manual_seed(cfg.seed * 1000 + rank)
+    bar = _progress(progress and rank == 0)
+    steps_total = cfg.max_steps or cfg.epochs * max(1, len(loader))
+    task = bar.add_task("train", total=steps_total, completed=state["step"], loss=float("nan")) if bar else None
+    log = open(out / "log.jsonl", "a") if rank == 0 else None
+    t0 = time.time() - state["wall"]
+    done = False
+    try:
+        while state["epoch"] < cfg.epochs and not done:
+            if sampler:
+                sampler.set_epoch(state["epoch"])
+            train_ds.epoch = state["epoch"]
+            model.train()
+            for cover in loader:
+                cover = cover.to(device, non_blocking=True)
+                e = bank.sample(cover.shape[0], g).to(device)
+                with torch.autocast(device.type, torch.bfloat16, enabled=amp):
+                    deid = model(cover, e)
+                    terms = critics.terms(cover, deid.float(), e)
+                    loss = L.total_loss(terms, cfg.weights)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                state["step"] += 1
+                if log and (state["step"] % cfg.log_every == 0 or state["step"] == 1):
+                    rec = {"step": state["step"], "epoch": state["epoch"], "loss": loss.item(), "lr": opt.param_groups[0]["lr"]}
+                    rec.update({k: v.item() for k, v in terms.items()})
+                    log.write(json.dumps(rec) + "\n")
+                    log.flush()
+                if bar:
+                    bar.update(task, advance=1, loss=loss.item())
+                if cfg.max_steps and state["step"] >= cfg.max_steps:
+                    done = True
+                    break
+            val = _validate(hn, critics, val_loader, bank, cfg, device, amp)
+            sched.step(val["loss"])
+            state["epoch"] += 1
+            state["wall"] = time.time() - t0
+            if rank == 0:
+                log.write(json.dumps({"epoch": state["epoch"], "step": state["step"], "val": val, "wall_s": state["wall"]}) + "\n")
+                log.flush()
+                if val["loss"] < state["best_val"]:
+                    state["best_val"] = val["loss"]
+                    save_hiding_net(hn, out / "best.safetensors", extra={"val": val, "step": state["step"]})
+                save_hiding_net(hn, out / "last.safetensors", extra={"val": val, "step": state["step"]})
+                torch.save({"model": hn.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(), **state}, last)
+                _preview_epoch(hn, val_ds, bank, device, out / "previews" / f"epoch{state['epoch']:04d}.png")
+    finally:
+        if bar:
+            bar.stop()
+        if log:
+            log.close()
+    if world > 1:
+        (out / f"ddp_rank{rank}_checksum.txt").write_text(repr(_checksum(hn)))
+        dist.barrier()
+        dist.destroy_process_group()
+    return {**state, "out": str(out), "world_size": world}
+
+
+@torch.no_grad()
+def _validate(hn, critics, loader, bank, cfg, device, amp) -> dict:
+    """Mean loss terms on the held-out covers, with a fixed E per image (seeded)."""
+    hn.eval()
+    g = torch.Generator().manual_seed(12345)
+    sums: dict[str, float] = {}
+    n = 0
+    for cover in loader:
+        cover = cover.to(device)
+        e = bank.sample(cover.shape[0], g).to(device)
+        with torch.autocast(device.type, torch.bfloat16, enabled=amp):
+            deid = hn(cover, e)
+            terms = critics.terms(cover, deid.float(), e)
+            terms["loss"] = L.total_loss(terms, cfg.weights)
+        for k, v in terms.items():
+            sums[k] = sums.get(k, 0.0) + v.item() * cover.shape[0]
+        n += cover.shape[0]
+    return {k: v / n for k, v in sums.items()}
+
+
+@torch.no_grad()
+def _preview_epoch(hn, val_ds, bank, device, path: Path, n: int = 4) -> None:
+    cover = torch.stack([val_ds[i] for i in range(min(n, len(val_ds)))]).to(device)
+    e = bank.sample(cover.shape[0], torch.Generator().manual_seed(7)).to(device)
+    _preview(cover, hn.eval()(cover, e), path)
+
+
+def _config_record(cfg: TrainConfig, train_paths, val_paths, world: int) -> dict:
+    return {
+        "config": asdict(cfg),
+        "data": {"covers": cfg.covers, "n_train": len(train_paths), "n_val": len(val_paths), "fakes": cfg.fakes},
+        "world_size": world,
+        "torch": torch.__version__,
+    }
+
+
+def _progress(enabled: bool):
+    if not enabled:
+        return None
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    bar = Progress(
+        TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+        TextColumn("loss {task.fields[loss]:.4f}"), TimeElapsedColumn(), TimeRemainingColumn(),
+    )
+    bar.start()
+    return bar

@@ -1,0 +1,51 @@
+"""The five training losses of Hanawa et al. 2024, section 3.2, one small function each.
+
+All images are RGB in [0, 1], shape (B, 3, H, W); features are L2-normalised (B, d).
+Each function returns the batch mean as a scalar tensor.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+
+def rec_loss(cover: torch.Tensor, deid: torch.Tensor) -> torch.Tensor:
+    """L_rec = mean over pixels of (C - D)^2: the squared L2 norm, per pixel and channel.
+
+    The paper's equation did not survive in our copy; MSE is the deep-steganography
+    choice it builds on and is what PSNR measures.
+    """
+    return F.mse_loss(deid, cover)
+
+
+def perc_loss(feat_cover: torch.Tensor, feat_deid: torch.Tensor) -> torch.Tensor:
+    """L_perc = mean (f_vgg(C) - f_vgg(D))^2 over the final VGG feature map (Johnson et al.)."""
+    return F.mse_loss(feat_deid, feat_cover)
+
+
+def near_loss(feat_embed: torch.Tensor, feat_deid: torch.Tensor) -> torch.Tensor:
+    """L_near = 1 - cos(f_en(E), f_en(D)): pulls D's identity toward the embedded face E."""
+    return (1 - F.cosine_similarity(feat_embed, feat_deid, dim=1)).mean()
+
+
+def far_loss(feat_cover: torch.Tensor, feat_deid: torch.Tensor) -> torch.Tensor:
+    """L_far = cos(f_en(C), f_en(D)): pushes D's identity away from the cover's."""
+    return F.cosine_similarity(feat_cover, feat_deid, dim=1).mean()
+
+
+@dataclass
+class LossWeights:
+    """λ for each term; defaults are the paper's final (fake-E) setting, section 4.7."""
+
+    rec: float = 1.0
+    perc: float = 1.0
+    lpips: float = 1.0
+    near: float = 0.125
+    far: float = 0.125
+
+
+def total_loss(terms: dict[str, torch.Tensor], w: LossWeights) -> torch.Tensor:
+    """L = λ_rec L_rec + λ_perc L_perc + λ_lpips L_lpips + λ_near L_near + λ_far L_far."""
+    return sum(getattr(w, k) * v for k, v in terms.items())
