@@ -235,7 +235,7 @@ class _null:
 # ---------------------------------------------------------------- train
 @app.command()
 def train(
-    covers: Annotated[str, typer.Option("--covers", help="Folder of canonical 256 face crops (see `facecloak data prepare`), or 'offline' for the offline training pool.")] = "offline",
+    covers: Annotated[str, typer.Option("--covers", help="'offline' (the offline pool), a CelebA root, a folder of 256x256 aligned crops, or any photo folder (aligned once, cached).")] = "offline",
     out: Annotated[Path, typer.Option("--out", help="Run folder: checkpoints, log.jsonl, previews.")] = Path("runs/hn"),
     fakes: Annotated[str, typer.Option("--fakes", help="'dcgan' or a folder of aligned fake faces (e.g. GFSG2).")] = "dcgan",
     epochs: Annotated[int, typer.Option(help="Epochs (paper: 150).")] = 150,
@@ -244,6 +244,7 @@ def train(
     lr: Annotated[float, typer.Option(help="Adam learning rate (paper: 1e-5).")] = 1e-5,
     width: Annotated[int, typer.Option(help="Hiding-network width.")] = 16,
     max_delta: Annotated[float, typer.Option("--max-delta", help="Bound on |D-C| per pixel, in [0,1] units.")] = 0.12,
+    head_init_std: Annotated[float, typer.Option("--head-init-std", help="Initial std of the output conv (0: start at D = C).")] = 0.0,
     lam_rec: Annotated[float, typer.Option("--lambda-rec")] = 1.0,
     lam_perc: Annotated[float, typer.Option("--lambda-perc")] = 1.0,
     lam_lpips: Annotated[float, typer.Option("--lambda-lpips")] = 1.0,
@@ -269,15 +270,21 @@ def train(
     from .train.losses import LossWeights
     from .train.loop import TrainConfig, train as run_train
 
-    if covers == "offline":
-        from .data.crops import offline_crops
+    from .data.crops import covers_for_training, offline_crops
 
-        with console.status("fetching the offline pool and aligning faces (first run only)"):
+    val_covers = None
+    with console.status("preparing aligned covers (detect + align once, cached)"):
+        if covers == "offline":
             covers = str(offline_crops("train"))
+        elif not Path(covers).is_dir():
+            raise UserError(f"--covers {covers}: no such folder")
+        else:
+            c, v = covers_for_training(Path(covers))
+            covers, val_covers = str(c), (str(v) if v else None)
     cfg = TrainConfig(
-        covers=covers, out=str(out), fakes=fakes, n_fakes=n_fakes, epochs=epochs, max_steps=max_steps,
+        covers=covers, val_covers=val_covers, out=str(out), fakes=fakes, n_fakes=n_fakes, epochs=epochs, max_steps=max_steps,
         batch_size=batch_size, lr=lr, val_fraction=val_fraction, seed=seed, device=device, resume=resume,
-        init=init, loss_size=loss_size, hn=HidingNetConfig(width=width, max_delta=max_delta),
+        init=init, loss_size=loss_size, hn=HidingNetConfig(width=width, max_delta=max_delta, head_init_std=head_init_std),
         weights=LossWeights(lam_rec, lam_perc, lam_lpips, lam_near, lam_far),
     )
     try:
@@ -334,10 +341,10 @@ def eval_cmd(
             bench = B.lfw_benchmark(data, seed=seed, device=dev) if benchmark == "lfw" else B.folder_benchmark(data, seed, dev)
         else:
             raise UserError(f"--benchmark must be orl, lfw or folder, not {benchmark!r}")
-    k = steps_scale
+    base = EvalConfig()
+    scaled = {f: max(1, round(getattr(base, f) * steps_scale)) for f in ("strong_steps", "lgc_steps", "tip_im_steps", "fawkes_steps")}
     cfg = EvalConfig(benchmark=benchmark, data=str(data) if data else None, out=str(out), methods=ms, recognizers=rs, weights=weights,
-                     seed=seed, device=dev, sweep=sweep, limit=limit, strong_steps=max(1, round(20 * k)),
-                     lgc_steps=max(1, round(20 * k)), tip_im_steps=max(1, round(50 * k)), fawkes_steps=max(1, round(100 * k)))
+                     seed=seed, device=dev, sweep=sweep, limit=limit, **scaled)
     state = {}
 
     def progress(label, i, n):

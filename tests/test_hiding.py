@@ -83,3 +83,18 @@ def test_safetensors_round_trip_strict(tmp_path):
 
     with pytest.raises(ValueError, match="bogus"):
         load_hiding_net(tmp_path / "bad.safetensors")
+
+
+def test_lowpass_removes_pixel_stripes_and_keeps_bound():
+    from facecloak.models.hiding import gaussian_lowpass
+
+    stripes = torch.ones(1, 3, 32, 32)
+    stripes[..., 1::2] = -1  # the 1-pixel column pattern the tiled feature can leak
+    assert gaussian_lowpass(stripes, 1.0).abs().max() < 0.2
+    smooth = torch.linspace(-1, 1, 32).view(1, 1, 1, 32).expand(1, 3, 32, 32)
+    assert torch.allclose(gaussian_lowpass(smooth, 1.0)[..., 4:-4], smooth[..., 4:-4], atol=1e-4)  # keeps low frequencies
+    torch.manual_seed(0)
+    m = HidingNet(HidingNetConfig(width=4, size=64, max_delta=0.1, head_init_std=5.0))
+    c = torch.rand(2, 3, 64, 64)
+    d = m(c, torch.nn.functional.normalize(torch.randn(2, 512), dim=1))
+    assert (d - c).abs().max() <= 0.1 + 1e-6

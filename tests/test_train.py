@@ -67,3 +67,22 @@ def test_train_two_processes_torchrun_stay_in_sync(tmp_path):
     assert sums[0] == sums[1]  # DDP kept both replicas identical
     assert (out / "best.safetensors").exists()
     assert json.loads((out / "config.json").read_text())["world_size"] == 2
+
+
+@pytest.mark.slow
+def test_covers_from_celeba_root_and_photo_folder(tmp_path, monkeypatch):
+    """A CelebA root is split by its partition file and aligned once; aligned crops pass through."""
+    import shutil
+
+    from facecloak.data.crops import covers_for_training
+
+    monkeypatch.setenv("FACECLOAK_CACHE", str(tmp_path / "cache"))
+    root = tmp_path / "celeba"
+    (root / "img_align_celeba").mkdir(parents=True)
+    names = ["000001.jpg", "000002.jpg", "000003.jpg", "000004.jpg"]
+    for n, f in zip(names, ["obama.jpg", "obama2.jpg", "obama3.jpg", "biden.jpg"]):
+        shutil.copy(COVERS / f, root / "img_align_celeba" / n)
+    (root / "list_eval_partition.txt").write_text("000001.jpg 0\n000002.jpg 0\n000003.jpg 1\n000004.jpg 2\n")
+    train, val = covers_for_training(root)
+    assert len(list(train.glob("*.png"))) == 2 and len(list(val.glob("*.png"))) == 1
+    assert covers_for_training(COVERS) == (COVERS, None)  # already 256x256 crops

@@ -62,3 +62,38 @@ def crop_all_faces(paths, dst: Path, detector, min_face: int = 24) -> list[Path]
             Image.fromarray(crop).save(out)
             written.append(out)
     return written
+
+
+def covers_for_training(src: Path, device: str = "cpu") -> tuple[Path, Path | None]:
+    """Turn what the user passed to ``facecloak train --covers`` into (train crops, val crops or None).
+
+    * a CelebA root (``img_align_celeba/`` inside): its split (official partition file, else the
+      paper's random 3,000-image hold-out), each side detected + aligned once into the cache;
+    * a folder of 256x256 images: used as canonical crops directly (random hold-out later);
+    * any other image folder: detected + aligned once into the cache.
+    """
+    import hashlib
+
+    from PIL import Image
+
+    from ..detect import FaceDetector, prepare_images
+    from .datasets import celeba_split, list_images
+
+    src = Path(src)
+    tag = hashlib.sha256(str(src.resolve()).encode()).hexdigest()[:12]
+    dst = cache_dir() / "crops" / f"{src.name}-{tag}"
+    if (src / "img_align_celeba").is_dir():
+        train, val = celeba_split(src)
+        for name, paths in (("train", train), ("val", val)):
+            if not any((dst / name).glob("*.png")):
+                prepare_images(paths, dst / name, FaceDetector(device))
+        return dst / "train", dst / "val"
+    images = list_images(src)
+    if not images:
+        raise FileNotFoundError(f"no images in {src}")
+    with Image.open(images[0]) as im:
+        if im.size == (256, 256):
+            return src, None
+    if not any(dst.glob("*.png")):
+        prepare_images(images, dst, FaceDetector(device))
+    return dst, None

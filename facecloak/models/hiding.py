@@ -82,6 +82,7 @@ class HidingNetConfig:
     size: face size (the canonical template is 256).
     max_delta: bound on |D - C| per pixel in [0, 1] units (see ``HidingNet``).
     head_init_std: std of the output conv's initial weights; 0 starts exactly at D = C.
+    smooth_sigma: std (pixels) of the fixed Gaussian low-pass applied to the residual; 0 = none.
     """
 
     width: int = 16
@@ -89,6 +90,7 @@ class HidingNetConfig:
     size: int = 256
     max_delta: float = 0.12
     head_init_std: float = 0.0
+    smooth_sigma: float = 1.0
 
 
 class HidingNet(nn.Module):
@@ -99,13 +101,19 @@ class HidingNet(nn.Module):
     channels (the sqrt(d) rescale gives the unit-norm feature unit variance per entry;
     the tiling itself is the paper's, see ``tile_feature``).
 
-    Output: ``D = clamp(C + max_delta * tanh(R), 0, 1)``, a *bounded residual* on the cover.
+    Output: ``D = clamp(C + G_σ * (max_delta * tanh(R)), 0, 1)``, a *bounded, smooth residual*
+    on the cover (G_σ a fixed Gaussian low-pass, ``smooth_sigma``).
     Why residual: the target is "C with small identity-bearing changes"; predicting the
     change starts training at the identity map (the last conv is zero-initialised, so
     D = C at step 0) and keeps image quality high from the first step, which matters when
     training compute is small. Why bounded: ``max_delta`` caps the per-pixel change, so the
     worst-case PSNR is 20 log10(1 / max_delta) dB whatever the input, and a badly
-    generalising model can never paint a different face.
+    generalising model can never paint a different face (G_σ is an average, so it keeps
+    the bound). Why smooth: the tiled feature reaches the output through the full-resolution
+    skip, and a briefly trained network copies its 1-pixel column pattern into D as stripes
+    that fool EN but are ugly and are erased by any blur or JPEG; the low-pass makes such
+    pixel-level noise impossible and leaves the low-frequency, facial-part changes the
+    paper describes (section 4.8), which is also what survives the section 4.9 attacks.
     """
 
     def __init__(self, config: HidingNetConfig | None = None):
@@ -139,7 +147,21 @@ class HidingNet(nn.Module):
         for block in self.dec:
             x = block(x, skips.pop())
         residual = torch.tanh(self.head(x)) * self.config.max_delta
+        if self.config.smooth_sigma > 0:
+            residual = gaussian_lowpass(residual, self.config.smooth_sigma)
         return (cover + residual).clamp(0, 1)
+
+
+def gaussian_lowpass(x: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Separable Gaussian blur, kernel radius ceil(2σ), reflect padding, per channel:
+    k(t) = exp(-t² / 2σ²) / Σ exp(-t² / 2σ²)."""
+    r = max(1, math.ceil(2 * sigma))
+    t = torch.arange(-r, r + 1, dtype=x.dtype, device=x.device)
+    k = torch.exp(-(t**2) / (2 * sigma**2))
+    k = k / k.sum()
+    c = x.shape[1]
+    x = F.conv2d(F.pad(x, (r, r, 0, 0), mode="reflect"), k.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
+    return F.conv2d(F.pad(x, (0, 0, r, r), mode="reflect"), k.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
 
 
 def config_dict(cfg: HidingNetConfig) -> dict:

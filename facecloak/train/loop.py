@@ -28,6 +28,7 @@ class TrainConfig:
     """Every knob of a training run; the merged config is saved next to each checkpoint."""
 
     covers: str = ""  # folder of canonical 256 crops (see `facecloak train --help` for preparing them)
+    val_covers: str | None = None  # held-out crops; None: a seeded val_fraction of `covers`
     out: str = "runs/hn"
     fakes: str = "dcgan"  # "dcgan" (generated on the fly, seeded) or a folder of aligned fake faces
     n_fakes: int = 1024
@@ -147,7 +148,10 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
     paths = list_crops(Path(cfg.covers))
     if len(paths) < 2:
         raise FileNotFoundError(f"need at least 2 face crops in {cfg.covers!r}, found {len(paths)}")
-    train_paths, val_paths = split_train_val(paths, cfg.val_fraction, cfg.seed)
+    if cfg.val_covers:
+        train_paths, val_paths = paths, list_crops(Path(cfg.val_covers))
+    else:
+        train_paths, val_paths = split_train_val(paths, cfg.val_fraction, cfg.seed)
     train_ds, val_ds = CoverDataset(train_paths, True, cfg.seed), CoverDataset(val_paths, False)
     sampler = DistributedSampler(train_ds, world, rank, shuffle=True, seed=cfg.seed) if world > 1 else None
     loader = DataLoader(

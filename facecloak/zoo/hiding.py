@@ -20,7 +20,7 @@ HIDING = register(
         name="hiding_net",
         kind="hiding",
         filename="hiding_net.safetensors",
-        sha256=None,  # set when weights/ holds a trained network (see weights/README.md)
+        sha256="d2c1a2bfcb2edb78b0b2e8f968d03bbcdb28e06d7fbd46af849fb066f3c0ddd0",  # weights/README.md says how it was trained
         sources=(
             LocalSource(WEIGHTS_DIR / "hiding_net.safetensors"),
             UrlSource(f"https://huggingface.co/{HF_REPO}/resolve/main/hiding_net.safetensors", _copy),
@@ -39,7 +39,7 @@ FAKE_BANK = register(
         name="fake_identity_bank",
         kind="generator",
         filename="fake_bank.safetensors",
-        sha256=None,
+        sha256="1a264e853070c51c51b32dd5d23efdad503855b8ab5d030aa9352488f43b1199",
         sources=(LocalSource(WEIGHTS_DIR / "fake_bank.safetensors"),),
         embedding_dim=512,
         license="derived from the DCGAN (DigiFace1M, non-commercial) and ArcFace (WebFace600K, non-commercial)",

@@ -1,0 +1,49 @@
+"""The bank of fake identities: EN features of generated faces, far from every real face.
+
+GFSG2-style: the paper embeds features of StyleGAN2 faces of people who do not exist. Offline
+we generate faces with the DCGAN of the model zoo, embed them with EN (ArcFace), and keep a
+feature only when its cosine to every real face of the pool is below ``far_cos`` (0.2), so no
+real person's identity is ever written into a photo.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+
+@torch.no_grad()
+def embed_batched(en, faces: torch.Tensor, batch: int = 32) -> torch.Tensor:
+    return torch.cat([en(faces[i : i + batch]) for i in range(0, faces.shape[0], batch)])
+
+
+def far_from_all(fake: torch.Tensor, real: torch.Tensor, far_cos: float = 0.2) -> torch.Tensor:
+    """Boolean mask over fakes: max_j cos(fake_i, real_j) < far_cos (features L2-normalised)."""
+    if real.numel() == 0:
+        return torch.ones(fake.shape[0], dtype=torch.bool)
+    return (fake @ real.T).max(dim=1).values < far_cos
+
+
+def build_bank(en, generator, real_faces: torch.Tensor, n_candidates: int = 2048, far_cos: float = 0.2, seed: int = 1) -> tuple[torch.Tensor, torch.Tensor, dict]:
+    """Return (features (K, d), generator sample indices (K,), stats)."""
+    from .zoo.dcgan import fake_faces_canonical
+
+    fakes = fake_faces_canonical(generator, n_candidates, seed=seed)
+    f_fake = embed_batched(en, fakes)
+    f_real = embed_batched(en, real_faces) if real_faces.numel() else torch.zeros(0, f_fake.shape[1])
+    keep = far_from_all(f_fake, f_real, far_cos)
+    idx = torch.nonzero(keep).flatten()
+    stats = {
+        "candidates": n_candidates, "kept": int(keep.sum()), "real_faces": int(f_real.shape[0]), "far_cos": far_cos,
+        "seed": seed, "mean_pairwise_cos_kept": float((f_fake[idx] @ f_fake[idx].T).mean()) if len(idx) else None,
+    }
+    return f_fake[idx].contiguous(), idx, stats
+
+
+def save_bank(path: Path, feats: torch.Tensor, idx: torch.Tensor, stats: dict) -> None:
+    import json
+
+    from safetensors.torch import save_file
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file({"features": feats.float().contiguous(), "generator_index": idx.to(torch.int64)}, str(path), metadata={"stats": json.dumps(stats)})

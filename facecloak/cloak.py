@@ -1,0 +1,244 @@
+"""The protect pipeline as a library object: ``Cloaker``.
+
+The shape follows GFPGAN's ``enhance``: landmarks -> align and warp -> network ->
+inverse affine -> paste with a soft mask. Two choices keep the photo intact:
+
+* only the *change* D - C is warped back and added, so the face is never resampled twice
+  (no blur), and
+* the feathered mask is exactly zero outside the face region, so every other pixel keeps
+  its original value bit for bit.
+"""
+from __future__ import annotations
+
+import hashlib
+import random
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from .align import CANONICAL_256, invert_affine, warp_face
+
+
+@dataclass
+class CloakConfig:
+    """Options of a protect run; the CLI maps its flags onto these.
+
+    mode: "fast" (hiding network only, as in the paper) or "strong" (plus ``strong_steps``
+        gradient steps per face on the near/far + appearance objective).
+    min_face: faces whose eye distance is below this many pixels are reported, not changed.
+    far_cos: a fake identity must have cos < far_cos to the face's own EN feature.
+    seed: fixes the fake identities (per photo content and face index), for reproducible runs.
+    """
+
+    mode: str = "fast"
+    strong_steps: int = 20
+    strong_lr: float = 2e-3
+    min_face: float = 20.0
+    far_cos: float = 0.2
+    seed: int = 0
+    batch_size: int = 8
+    feather: float = 0.12  # fraction of the crop used to fade the mask in
+
+
+@dataclass
+class FaceRecord:
+    box: list[float]
+    landmarks: list[list[float]]
+    score: float
+    status: str  # "protected" | "too_small"
+    identity: int | None = None
+    psnr: float | None = None
+    verify: dict = field(default_factory=dict)
+
+
+@dataclass
+class CloakResult:
+    rgb: np.ndarray
+    faces: list[FaceRecord]
+
+
+def face_mask(size: int = 256, feather: float = 0.12) -> np.ndarray:
+    """Feathered mask on the canonical crop: 1 inside, a cosine fade over ``feather * size``
+    pixels to exactly 0 at the crop border: m = 0.5 - 0.5 cos(pi min(1, d / fade)), d = distance to the border."""
+    i = np.arange(size, dtype=np.float64)
+    edge = np.minimum(i, size - 1 - i)  # distance to the nearest border, 0 on the border
+    d = np.minimum(edge[:, None], edge[None, :])
+    t = np.clip(d / (feather * size), 0, 1)
+    return (0.5 - 0.5 * np.cos(np.pi * t)).astype(np.float32)
+
+
+def paste_delta(img: np.ndarray, delta: np.ndarray, matrix: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """out = img + warp⁻¹(mask · delta), rounded; pixels where the warped mask is 0 are untouched.
+
+    img: (H, W, 3) uint8; delta: (256, 256, 3) float in pixel units (D - C) * 255;
+    matrix: the 2x3 image->crop alignment matrix.
+    """
+    import cv2
+
+    h, w = img.shape[:2]
+    inv = invert_affine(matrix)
+    # Warp only into the bounding box of the crop's footprint: a 12 MP photo costs the same as a small one.
+    size = delta.shape[0]
+    corners = np.array([[0, 0, 1], [size, 0, 1], [0, size, 1], [size, size, 1]], float) @ inv.T
+    x0, y0 = np.maximum(np.floor(corners.min(0)).astype(int) - 1, 0)
+    x1, y1 = np.minimum(np.ceil(corners.max(0)).astype(int) + 1, [w, h])
+    out = img.copy()
+    if x1 <= x0 or y1 <= y0:
+        return out
+    roi_m = inv.copy()
+    roi_m[:, 2] -= [x0, y0]
+    md = np.concatenate([delta * mask[..., None], mask[..., None]], axis=2).astype(np.float32)
+    warped = cv2.warpAffine(md, roi_m, (int(x1 - x0), int(y1 - y0)), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    region = warped[..., 3] > 0
+    roi = out[y0:y1, x0:x1]
+    vals = roi[region].astype(np.float32) + warped[..., :3][region]
+    roi[region] = np.clip(np.round(vals), 0, 255).astype(np.uint8)
+    return out
+
+
+def pick_identity(sims: np.ndarray, far_cos: float, rng: random.Random, exclude: set[int]) -> int:
+    """Pick a bank index whose cos to the face (``sims``, one row) is < far_cos and that is not in
+    ``exclude`` (identities already given to other faces of the photo); falls back to the
+    least similar free identity when none is far enough."""
+    ok = [int(j) for j in np.flatnonzero(sims < far_cos) if j not in exclude]
+    if not ok:
+        ok = [int(j) for j in np.argsort(sims) if j not in exclude][:1]
+    return rng.choice(ok)
+
+
+def photo_rng(rgb: np.ndarray, seed: int) -> random.Random:
+    """Seeded by the photo's content: reproducible per photo, different across photos of a person."""
+    digest = hashlib.sha256(np.ascontiguousarray(rgb[::7, ::7]).tobytes()).digest()
+    return random.Random(int.from_bytes(digest[:8], "little") ^ seed)
+
+
+class Cloaker:
+    """Detect, align, de-identify and paste back every face of a batch of photos.
+
+    Args:
+        hn: the hiding network; en: the extracting network (ArcFace) used to pick fake
+        identities; bank: (N, 512) fake-identity features; detector: a ``FaceDetector``;
+        config: ``CloakConfig``; verifiers: recognizers that played no part in making the
+        cloak, for ``--verify`` (name -> (Recognizer, threshold)).
+    """
+
+    def __init__(self, hn, en, bank: torch.Tensor, detector, config: CloakConfig | None = None, verifiers=None, device="cpu"):
+        self.hn, self.en, self.detector = hn.eval(), en, detector
+        self.bank = torch.nn.functional.normalize(bank.float(), dim=1).to(device)
+        self.cfg = config or CloakConfig()
+        self.verifiers = verifiers or {}
+        self.device = torch.device(device)
+        self.mask = face_mask(256, self.cfg.feather)
+        self._strong = None
+
+    @classmethod
+    def from_pretrained(cls, weights=None, hf_repo=None, device="cpu", config=None, verify=False) -> "Cloaker":
+        from . import pretrained
+
+        return pretrained.build_cloaker(weights=weights, hf_repo=hf_repo, device=device, config=config, verify=verify)
+
+    # ------------------------------------------------------------ aligned faces
+    @torch.no_grad()
+    def identities_for(self, covers: torch.Tensor, rngs: list[random.Random], photos: list[int]) -> tuple[torch.Tensor, list[int]]:
+        """EN features of the fake identity chosen for each cover: far from the cover, and
+        different for every face of the same photo (``photos[k]`` is face k's photo)."""
+        feats = torch.cat([self.en(covers[i : i + 32].to(self.device)) for i in range(0, len(covers), 32)])
+        sims = (feats @ self.bank.T).cpu().numpy()
+        used: dict[int, set[int]] = {}
+        ids = []
+        for k, rng in enumerate(rngs):
+            taken = used.setdefault(photos[k], set())
+            ids.append(pick_identity(sims[k], self.cfg.far_cos, rng, taken))
+            taken.add(ids[-1])
+        return self.bank[ids], ids
+
+    def protect_aligned(self, covers: torch.Tensor, fake_feats: torch.Tensor) -> torch.Tensor:
+        """D for canonical covers (B, 3, 256, 256) in [0, 1]; batched through the network."""
+        outs = []
+        for i in range(0, covers.shape[0], self.cfg.batch_size):
+            c = covers[i : i + self.cfg.batch_size].to(self.device)
+            f = fake_feats[i : i + self.cfg.batch_size].to(self.device)
+            with torch.no_grad(), torch.autocast("cuda", torch.float16, enabled=self.device.type == "cuda"):
+                d = self.hn(c, f).float()
+            if self.cfg.mode == "strong":
+                d = self._strong_refine(c, d, f)
+            outs.append(d.cpu())
+        return torch.cat(outs) if outs else covers.new_zeros(0, 3, 256, 256)
+
+    def _strong_refine(self, c: torch.Tensor, d: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
+        from .strong import refine
+
+        return refine(c, d, f, self.en, steps=self.cfg.strong_steps, lr=self.cfg.strong_lr, max_delta=self.hn.config.max_delta)
+
+    # ------------------------------------------------------------ whole photos
+    def protect_images(self, images: list[np.ndarray]) -> list[CloakResult]:
+        """Protect a batch of RGB uint8 photos; all their faces go through the network together."""
+        detections = [self.detector.detect(img) for img in images]
+        crops, where, rngs = [], [], []
+        records: list[list[FaceRecord]] = []
+        for i, (img, faces) in enumerate(zip(images, detections)):
+            rng = photo_rng(img, self.cfg.seed)
+            recs = []
+            for face in faces:
+                lm = np.asarray(face.landmarks, dtype=np.float64).reshape(5, 2)
+                rec = FaceRecord(box=[float(v) for v in face.box], landmarks=lm.round(2).tolist(), score=float(face.score), status="protected")
+                if np.linalg.norm(lm[1] - lm[0]) < self.cfg.min_face:
+                    rec.status = "too_small"
+                else:
+                    crop, m = warp_face(img, lm)
+                    crops.append(crop)
+                    where.append((i, len(recs), m))
+                    rngs.append(rng)
+                recs.append(rec)
+            records.append(recs)
+        results = [CloakResult(img.copy(), recs) for img, recs in zip(images, records)]
+        if not crops:
+            return results
+        covers = torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2).float() / 255
+        fake, ids = self.identities_for(covers, rngs, [i for i, _, _ in where])
+        deid = self.protect_aligned(covers, fake)
+        delta = ((deid - covers) * 255).permute(0, 2, 3, 1).numpy()
+        for k, (i, j, m) in enumerate(where):
+            results[i].rgb = paste_delta(results[i].rgb, delta[k], m, self.mask)
+            rec = records[i][j]
+            rec.identity = int(ids[k])
+            rec.psnr = float(_psnr(covers[k], deid[k]))
+        if self.verifiers:
+            self._verify(covers, deid, [records[i][j] for i, j, _ in where])
+        return results
+
+    def protect_crops(self, crops: list[np.ndarray]) -> list[CloakResult]:
+        """``--aligned`` input: each image already is a canonical 256x256 face crop."""
+        covers = torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2).float() / 255
+        rngs = [photo_rng(c, self.cfg.seed) for c in crops]
+        fake, ids = self.identities_for(covers, rngs, list(range(len(crops))))
+        deid = self.protect_aligned(covers, fake)
+        out = (deid * 255).round().clamp(0, 255).byte().permute(0, 2, 3, 1).numpy()
+        lm = CANONICAL_256.round(2).tolist()
+        recs = [
+            FaceRecord(box=[0.0, 0.0, 256.0, 256.0], landmarks=lm, score=1.0, status="protected", identity=int(i), psnr=_psnr(c, d))
+            for i, c, d in zip(ids, covers, deid)
+        ]
+        if self.verifiers:
+            self._verify(covers, deid, recs)
+        return [CloakResult(o, [r]) for o, r in zip(out, recs)]
+
+    def protect(self, image: np.ndarray) -> CloakResult:
+        return self.protect_images([image])[0]
+
+    @torch.no_grad()
+    def _verify(self, covers: torch.Tensor, deid: torch.Tensor, recs: list[FaceRecord]) -> None:
+        """Cosine between original and protected embeddings per black-box recognizer; a face is
+        still recognised when that cosine reaches the recognizer's own threshold."""
+        for name, (model, thr) in self.verifiers.items():
+            a, b = model(covers), model(deid)
+            cos = (a * b).sum(1).tolist()
+            for rec, c in zip(recs, cos):
+                rec.verify[name] = {"cos": round(c, 4), "threshold": thr, "still_matches": bool(c >= thr)}
+
+
+def _psnr(a: torch.Tensor, b: torch.Tensor) -> float:
+    """PSNR = 10 log10(1 / MSE) for images in [0, 1]."""
+    mse = float(((a - b) ** 2).mean())
+    return float("inf") if mse == 0 else 10 * np.log10(1.0 / mse)

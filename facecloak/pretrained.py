@@ -1,0 +1,84 @@
+"""Assemble ready-to-use objects from the model zoo: the default ``Cloaker`` and verifiers."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+#: Cosine thresholds with the best verification accuracy on the offline evaluation split
+#: (ORL s31-s40 + labelled colour faces), measured by `facecloak eval --benchmark orl`
+#: (see README "Recognizers"); the LFW-calibrated thresholds of a user's own eval differ.
+VERIFY_THRESHOLDS = {"facenet_casia": 0.455, "sface": 0.384, "dlib_resnet": 0.925, "arcface_mbf": 0.312}
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    from .train.loop import resolve_device as _rd
+
+    return _rd(name)
+
+
+def load_fake_bank(path: str | Path | None = None) -> torch.Tensor:
+    from safetensors.torch import load_file
+
+    from .zoo.registry import resolve
+
+    return load_file(str(resolve("fake_identity_bank", path=path)))["features"].float()
+
+
+def load_default_hiding_net(weights: str | Path | None = None, hf_repo: str | None = None, device="cpu"):
+    from .models.hiding import load_hiding_net
+    from .zoo.registry import resolve
+
+    if hf_repo:
+        from huggingface_hub import hf_hub_download
+
+        weights = hf_hub_download(hf_repo, "hiding_net.safetensors")
+    return load_hiding_net(resolve("hiding_net", path=weights), device)
+
+
+def load_recognizer(name: str, device="cpu"):
+    """Frozen recognizer by registry name (canonical 256 [0,1] RGB in, unit embeddings out)."""
+    if name == "arcface_mbf":
+        from .zoo.arcface import load_arcface
+
+        return load_arcface(device=device)
+    if name == "facenet_casia":
+        from .zoo.facenet import load_facenet
+
+        return load_facenet(device=device)
+    if name == "sface":
+        from .zoo.sface import load_sface
+
+        return load_sface()
+    if name == "dlib_resnet":
+        from .zoo.dlib_resnet import load_dlib
+
+        return load_dlib()
+    raise KeyError(f"unknown recognizer {name!r}")
+
+
+BLACK_BOXES = ("facenet_casia", "sface", "dlib_resnet")
+
+
+def load_verifiers(device="cpu", names=BLACK_BOXES) -> dict:
+    """Recognizers that play no part in making the cloak, with their match thresholds."""
+    out = {}
+    for n in names:
+        try:
+            out[n] = (load_recognizer(n, device), VERIFY_THRESHOLDS[n])
+        except ImportError:  # dlib is an optional extra
+            continue
+    return out
+
+
+def build_cloaker(weights=None, hf_repo=None, device="auto", config=None, verify=False, bank=None, detector_threshold=0.9):
+    from .cloak import Cloaker
+    from .detect import FaceDetector
+    from .zoo.arcface import load_arcface
+
+    dev = resolve_device(device)
+    hn = load_default_hiding_net(weights, hf_repo, dev)
+    en = load_arcface(device=dev)
+    feats = load_fake_bank(bank)
+    verifiers = load_verifiers(dev) if verify else None
+    return Cloaker(hn, en, feats, FaceDetector(str(dev), threshold=detector_threshold), config, verifiers, device=dev)

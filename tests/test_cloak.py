@@ -1,0 +1,121 @@
+import numpy as np
+import pytest
+import torch
+
+from facecloak.cloak import face_mask, paste_delta, pick_identity, photo_rng
+from facecloak.align import warp_face
+from tests.fakes import FixedDetector, landmarks_at, tiny_cloaker
+
+
+def photo(h=400, w=600, seed=0):
+    return np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
+
+
+def test_mask_is_zero_at_border_and_one_inside():
+    m = face_mask(256, 0.12)
+    assert m[0].max() == 0 and m[:, 0].max() == 0 and m[-1].max() == 0 and m[:, -1].max() == 0
+    assert m[128, 128] == 1.0
+    assert np.all(np.diff(m[128, :128]) >= 0)  # monotone fade-in
+
+
+def test_paste_delta_leaves_outside_pixels_untouched():
+    img = photo()
+    lm = landmarks_at(300, 200)
+    _, m = warp_face(img, lm)
+    delta = np.full((256, 256, 3), 20.0, np.float32)
+    out = paste_delta(img, delta, m, face_mask())
+    changed = np.any(out != img, axis=2)
+    ys, xs = np.nonzero(changed)
+    assert changed.sum() > 1000
+    # everything changed lies within the face crop's footprint around (300, 200)
+    assert xs.min() > 300 - 200 and xs.max() < 300 + 200 and ys.min() > 0
+    assert np.array_equal(out[:, :50], img[:, :50]) and np.array_equal(out[:, -50:], img[:, -50:])
+    centre = out[200, 300].astype(int) - img[200, 300].astype(int)
+    assert np.all((centre == 20) | (img[200, 300] > 235))
+
+
+def test_pick_identity_respects_far_threshold_and_exclusion():
+    sims = np.array([0.9, 0.1, 0.5, -0.2, 0.15])
+    rng = photo_rng(photo(10, 10), 0)
+    for _ in range(20):
+        assert pick_identity(sims, 0.2, rng, set()) in (1, 3, 4)
+    assert pick_identity(sims, 0.2, rng, {1, 3}) == 4
+    # none far enough: least similar free one
+    assert pick_identity(np.array([0.9, 0.8]), 0.2, rng, {1}) == 0
+
+
+def test_protect_images_changes_only_faces_and_keeps_size():
+    img = photo()
+    det = FixedDetector(default=[landmarks_at(150, 200), landmarks_at(450, 200)])
+    res = tiny_cloaker(det).protect(img)
+    assert res.rgb.shape == img.shape and res.rgb.dtype == np.uint8
+    assert [f.status for f in res.faces] == ["protected", "protected"]
+    ids = [f.identity for f in res.faces]
+    assert ids[0] != ids[1]  # every face of a photo gets its own fake identity
+    diff = np.any(res.rgb != img, axis=2)
+    assert diff[200, 150] or diff[190:210, 140:160].any()
+    assert not diff[:, 290:310].any()  # the gap between the two faces is untouched
+    assert not diff[:5].any() and not diff[-5:].any()
+    for f in res.faces:
+        assert 15 < f.psnr < 60
+
+
+def test_seed_reproducible_and_photo_dependent():
+    det = FixedDetector(default=[landmarks_at(150, 200)])
+    a = tiny_cloaker(det, seed=0).protect(photo(seed=1))
+    b = tiny_cloaker(det, seed=0).protect(photo(seed=1))
+    assert np.array_equal(a.rgb, b.rgb) and a.faces[0].identity == b.faces[0].identity
+    ids = {tiny_cloaker(det).protect(photo(seed=s)).faces[0].identity for s in range(8)}
+    assert len(ids) > 1  # different photos of a person do not all share one fake identity
+
+
+def test_no_face_and_small_face():
+    img = photo()
+    res = tiny_cloaker(FixedDetector()).protect(img)
+    assert res.faces == [] and np.array_equal(res.rgb, img)
+    res = tiny_cloaker(FixedDetector(default=[landmarks_at(300, 200, eye=8)]), min_face=20).protect(img)
+    assert res.faces[0].status == "too_small" and np.array_equal(res.rgb, img)
+
+
+def test_batch_of_images_matches_one_by_one():
+    det = FixedDetector(default=[landmarks_at(200, 200)])
+    ck = tiny_cloaker(det)
+    imgs = [photo(seed=s) for s in range(3)]
+    together = ck.protect_images(imgs)
+    for img, r in zip(imgs, together):
+        single = ck.protect(img)
+        assert np.abs(single.rgb.astype(int) - r.rgb.astype(int)).max() <= 1
+
+
+def test_strong_mode_lowers_similarity_to_cover():
+    from tests.fakes import FakeRecognizer
+    from facecloak.strong import refine
+
+    en = FakeRecognizer()
+    c = torch.rand(2, 3, 256, 256)
+    f = torch.nn.functional.normalize(torch.randn(2, 512), dim=1)
+    d = refine(c, c.clone(), f, en, steps=10, lr=0.01, eps=8 / 255)
+    assert (d - c).abs().max() <= 8 / 255 + 1e-6
+    before = torch.nn.functional.cosine_similarity(en(c), en(c)).mean()
+    after = torch.nn.functional.cosine_similarity(en(c), en(d)).mean()
+    assert after < before - 0.01
+
+
+def test_roi_paste_equals_full_frame_warp():
+    import cv2
+
+    from facecloak.align import invert_affine
+
+    img = photo(500, 700, seed=3)
+    _, m = warp_face(img, landmarks_at(620, 80, eye=90))  # partly outside the frame
+    delta = np.random.default_rng(1).normal(0, 8, (256, 256, 3)).astype(np.float32)
+    mask = face_mask()
+    md = np.concatenate([delta * mask[..., None], mask[..., None]], 2)
+    full = cv2.warpAffine(md, invert_affine(m), (700, 500), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    ref = img.copy()
+    reg = full[..., 3] > 0
+    ref[reg] = np.clip(np.round(img[reg].astype(np.float32) + full[..., :3][reg]), 0, 255).astype(np.uint8)
+    out = paste_delta(img, delta, m, mask)
+    # identical up to OpenCV's fixed-point interpolation rounding; nothing outside the footprint moves
+    assert np.abs(out.astype(int) - ref.astype(int)).max() <= 1
+    assert np.array_equal(out[~reg], img[~reg])
