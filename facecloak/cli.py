@@ -345,20 +345,17 @@ def eval_cmd(
     scaled = {f: max(1, round(getattr(base, f) * steps_scale)) for f in ("strong_steps", "lgc_steps", "tip_im_steps", "fawkes_steps")}
     cfg = EvalConfig(benchmark=benchmark, data=str(data) if data else None, out=str(out), methods=ms, recognizers=rs, weights=weights,
                      seed=seed, device=dev, sweep=sweep, limit=limit, **scaled)
-    state = {}
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    n_stages = len(ms) + (11 if sweep else 0) + len(rs) + 2  # de-identify each method, quality, each recognizer, report
+    bar = Progress(TextColumn("{task.description:<34}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console, disable=quiet)
+    task = bar.add_task("eval", total=n_stages)
 
     def progress(label, i, n):
-        if not quiet:
-            if "status" in state:
-                state["status"].stop()
-            state["status"] = console.status(f"{label} ({time.perf_counter() - t0:.0f} s)")
-            state["status"].start()
+        bar.update(task, description=label[:34], advance=1)
 
-    try:
-        report = run_eval(bench, cfg, progress)
-    finally:
-        if "status" in state:
-            state["status"].stop()
+    with bar:
+        run_eval(bench, cfg, progress)
     if not quiet:
         out_console.print((out / "report.md").read_text())
         console.print(f"report in {out} ({time.perf_counter() - t0:.0f} s)")

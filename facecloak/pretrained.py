@@ -8,7 +8,7 @@ import torch
 #: Cosine thresholds with the best verification accuracy on the offline evaluation split
 #: (ORL s31-s40 + labelled colour faces), measured by `facecloak eval --benchmark orl`
 #: (see README "Recognizers"); the LFW-calibrated thresholds of a user's own eval differ.
-VERIFY_THRESHOLDS = {"facenet_casia": 0.455, "sface": 0.384, "dlib_resnet": 0.925, "arcface_mbf": 0.312}
+VERIFY_THRESHOLDS = {"facenet_casia": 0.455, "sface": 0.369, "dlib_resnet": 0.925, "arcface_mbf": 0.309}
 
 
 def resolve_device(name: str = "auto") -> torch.device:
