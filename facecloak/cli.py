@@ -150,7 +150,7 @@ def protect(
     failed (the others were still written); 2 bad usage; 3 a model could not be loaded.
     """
     from .cloak import CloakConfig
-    from .protect import ProtectOptions, run, write_report
+    from .protect import ProtectOptions, write_report
 
     paths = list(inputs or [])
     if from_list:
@@ -291,7 +291,7 @@ def train(
         summary = run_train(cfg, progress=not quiet)
     except FileNotFoundError as e:
         raise UserError(str(e))
-    if not quiet and summary.get("world_size", 1) >= 1:
+    if not quiet:
         console.print(f"best validation loss {summary['best_val']:.4f} after {summary['step']} steps; weights in {out}")
 
 
@@ -359,6 +359,7 @@ def eval_cmd(
     if not quiet:
         out_console.print((out / "report.md").read_text())
         console.print(f"report in {out} ({time.perf_counter() - t0:.0f} s)")
+
 
 # ---------------------------------------------------------------- data
 @data_app.command("fetch")

@@ -15,7 +15,7 @@ from typing import Callable, Iterable
 
 import numpy as np
 
-from .imageio import ImageError, LoadedImage, is_inside, iter_inputs, load_image, output_path_for, save_image
+from .imageio import ImageError, LoadedImage, iter_inputs, load_image, output_path_for, save_image
 
 
 @dataclass
@@ -166,7 +166,3 @@ def _json_default(o):
     if isinstance(o, Path):
         return str(o)
     raise TypeError(type(o))
-
-
-def output_inside_input(inputs: list[str], out: Path) -> bool:
-    return any(Path(i).is_dir() and is_inside(out, i) for i in inputs)

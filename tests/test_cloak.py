@@ -1,5 +1,4 @@
 import numpy as np
-import pytest
 import torch
 
 from facecloak.cloak import face_mask, paste_delta, pick_identity, photo_rng

@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import platform
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -65,7 +65,6 @@ class Context:
     device: torch.device
     en: torch.nn.Module
     cloaker: object | None = None
-    timings: dict = field(default_factory=dict)
 
 
 # ------------------------------------------------------------------ methods
@@ -181,8 +180,10 @@ def run_eval(bench: Benchmark, cfg: EvalConfig, progress: Callable[[str, int, in
         try:
             recs[name] = load_recognizer(name, device)
         except ImportError as e:  # dlib is the optional `eval` extra
+            import warnings
+
             recs[name] = None
-            print(f"skipping {name}: {e}")
+            warnings.warn(f"skipping {name}: {e}; install facecloak[eval]", stacklevel=2)
     report = _protocols(bench, originals, deid, recs, step)
     for m in deid:
         report["methods"][m]["quality"] = quality[m]
