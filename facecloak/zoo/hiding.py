@@ -20,7 +20,7 @@ HIDING = register(
         name="hiding_net",
         kind="hiding",
         filename="hiding_net.safetensors",
-        sha256="d2c1a2bfcb2edb78b0b2e8f968d03bbcdb28e06d7fbd46af849fb066f3c0ddd0",  # weights/README.md says how it was trained
+        sha256="9d1afc807542a3995d018b33a0ffbc737df7498e2f8a09202cbf60f11e23411e",  # weights/README.md says how it was trained
         sources=(
             LocalSource(WEIGHTS_DIR / "hiding_net.safetensors"),
             UrlSource(f"https://huggingface.co/{HF_REPO}/resolve/main/hiding_net.safetensors", _copy),
