@@ -239,6 +239,6 @@ class Cloaker:
 
 
 def _psnr(a: torch.Tensor, b: torch.Tensor) -> float:
-    """PSNR = 10 log10(1 / MSE) for images in [0, 1]."""
-    mse = float(((a - b) ** 2).mean())
-    return float("inf") if mse == 0 else 10 * np.log10(1.0 / mse)
+    from .eval.metrics import psnr
+
+    return psnr(a.numpy(), b.numpy(), data_range=1.0)
