@@ -12,9 +12,12 @@ VERIFY_THRESHOLDS = {"facenet_casia": 0.455, "sface": 0.369, "dlib_resnet": 0.92
 
 
 def resolve_device(name: str = "auto") -> torch.device:
-    from .train.loop import resolve_device as _rd
-
-    return _rd(name)
+    """"auto" picks CUDA when torch sees it, else CPU; asking for CUDA without it is an error."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise RuntimeError("--device cuda was asked for, but torch sees no CUDA device; use --device cpu")
+    return torch.device(name)
 
 
 def load_fake_bank(path: str | Path | None = None) -> torch.Tensor:

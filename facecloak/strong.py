@@ -14,6 +14,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from .train import losses as L
+
 
 def random_smoothing(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
     """Identity, Gaussian blur (σ ∈ [0.5, 2]) or down-up rescale (factor ∈ [0.5, 0.9]), at random."""
@@ -54,11 +56,7 @@ def refine(
     opt = torch.optim.Adam([x], lr=lr)
     for _ in range(steps):
         f_d = en(random_smoothing(x, g))
-        loss = (
-            lam_near * (1 - F.cosine_similarity(feat_embed, f_d)).mean()
-            + lam_far * F.cosine_similarity(f_c, f_d).mean()
-            + lam_rec * F.mse_loss(x, cover)
-        )
+        loss = lam_near * L.near_loss(feat_embed, f_d) + lam_far * L.far_loss(f_c, f_d) + lam_rec * L.rec_loss(cover, x)
         opt.zero_grad()
         loss.backward()
         opt.step()

@@ -19,6 +19,7 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader, DistributedSampler
 
 from ..models.hiding import HidingNet, HidingNetConfig, load_hiding_net, save_hiding_net
+from ..pretrained import resolve_device
 from . import losses as L
 from .data import CoverDataset, FakeBank, list_crops, split_train_val
 
@@ -49,14 +50,6 @@ class TrainConfig:
     loss_size: int = 256  # resolution the VGG/LPIPS losses see (lower it to train faster on CPU)
     hn: HidingNetConfig = field(default_factory=HidingNetConfig)
     weights: L.LossWeights = field(default_factory=L.LossWeights)
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise RuntimeError("--device cuda was asked for, but torch sees no CUDA device; use --device cpu")
-    return torch.device(name)
 
 
 def _ddp_setup(device: torch.device) -> tuple[int, int]:
