@@ -80,6 +80,35 @@ def attack_success_ratio(genuine_scores_after: np.ndarray, threshold: float) -> 
     return float(np.mean(s < threshold))
 
 
+def same_photo_asr(sim: np.ndarray, threshold: float) -> float:
+    """Same-photo ASR (issue 9): each de-identified face against *its own* original.
+
+    ``sim`` is the (N, N) score matrix between de-identified faces (rows) and their originals
+    (columns, same order), so the diagonal holds each face's score against its own photo:
+    ``ASR_same = #{i : sim[i, i] < threshold} / N``. The hardest case for a protector, since an
+    unprotected copy of the very same photo is the best gallery an attacker can have.
+    """
+    sim = np.asarray(sim, dtype=np.float64)
+    if sim.ndim != 2 or sim.shape[0] != sim.shape[1] or sim.shape[0] == 0:
+        raise ValueError(f"expected a non-empty square matrix, got shape {sim.shape}")
+    return attack_success_ratio(np.diag(sim), threshold)
+
+
+def impostor_scores(sim: np.ndarray, labels) -> np.ndarray:
+    """Scores of every unordered pair (i < j) of *different* identities in a square ``sim`` (N, N).
+
+    ``labels[i]`` is face i's identity; pairs of one identity and the diagonal are left out.
+    N faces give up to N (N - 1) / 2 impostor pairs.
+    """
+    sim = np.asarray(sim, dtype=np.float64)
+    lab = np.asarray(labels)
+    if sim.shape != (lab.size, lab.size):
+        raise ValueError(f"sim has shape {sim.shape}, expected ({lab.size}, {lab.size})")
+    iu, ju = np.triu_indices(lab.size, k=1)
+    keep = lab[iu] != lab[ju]
+    return sim[iu[keep], ju[keep]]
+
+
 def _average_ranks(x: np.ndarray) -> np.ndarray:
     """1-based ranks of ``x`` in ascending order, ties given their average rank."""
     order = np.argsort(x, kind="mergesort")
