@@ -1,2 +1,2 @@
 """facecloak: protect face photos from face recognition by feature embedding."""
-__version__ = "0.1.0"
+__version__ = "0.2.0"

@@ -29,6 +29,24 @@ SeedOpt = Annotated[int, typer.Option("--seed", help="Random seed (fake identity
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or summary.")]
 
 
+def _print_version(value: bool) -> None:
+    if not value:
+        return
+    from . import __version__
+    from .zoo.hiding import describe_bundled
+
+    typer.echo(f"facecloak {__version__}")
+    typer.echo(describe_bundled())
+    raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: Annotated[bool, typer.Option("--version", callback=_print_version, is_eager=True, help="Print the version of facecloak and of its hiding network, then exit.")] = False,
+):
+    pass
+
+
 class UserError(typer.Exit):
     """A mistake the user can fix; printed without a traceback."""
 

@@ -33,9 +33,9 @@ def load_default_hiding_net(weights: str | Path | None = None, hf_repo: str | No
     from .zoo.registry import resolve
 
     if hf_repo:
-        from huggingface_hub import hf_hub_download
+        from .zoo.hiding import hf_hiding_weights
 
-        weights = hf_hub_download(hf_repo, "hiding_net.safetensors")
+        weights = hf_hiding_weights(hf_repo)
     return load_hiding_net(resolve("hiding_net", path=weights), device)
 
 
