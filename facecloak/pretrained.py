@@ -75,7 +75,7 @@ def load_verifiers(device="cpu", names=BLACK_BOXES) -> dict:
 
 
 def build_cloaker(weights=None, hf_repo=None, device="auto", config=None, verify=False, bank=None, detector_threshold=0.9):
-    from .cloak import Cloaker
+    from .cloak import CloakConfig, Cloaker
     from .detect import FaceDetector
     from .zoo.arcface import load_arcface
 
@@ -84,4 +84,7 @@ def build_cloaker(weights=None, hf_repo=None, device="auto", config=None, verify
     en = load_arcface(device=dev)
     feats = load_fake_bank(bank)
     verifiers = load_verifiers(dev) if verify else None
-    return Cloaker(hn, en, feats, FaceDetector(str(dev), threshold=detector_threshold), config, verifiers, device=dev)
+    # The detector must find every face --min-face asks to protect, however large the photo.
+    min_eye = config.min_face if config is not None else CloakConfig().min_face
+    detector = FaceDetector(str(dev), threshold=detector_threshold, min_eye=min_eye)
+    return Cloaker(hn, en, feats, detector, config, verifiers, device=dev)
