@@ -25,8 +25,12 @@ Policies, in one place:
   orientation = 1 survive: GPS, MakerNote, serial numbers, owner/artist names,
   dates, XMP (including face regions), IPTC, comments and PNG text chunks are
   dropped. ``keep_metadata=True`` keeps EXIF, XMP, comments and PNG text, still
-  with orientation = 1. The EXIF thumbnail (IFD1), which would show the
-  *unprotected* face, is never written; neither is IPTC (Pillow cannot write it).
+  with orientation = 1. Embedded previews, which would show the *unprotected*
+  face, are never written, kept metadata or not: the EXIF thumbnail (IFD1), the
+  MakerNote (vendors hide preview JPEGs in it, in formats we cannot edit), EXIF
+  sub-IFDs and Photoshop resources, XMP thumbnails and any base64 JPEG/PNG in
+  XMP (e.g. Google's ``GImage:Data``), and PNG "Raw profile" blobs. IPTC is
+  never written (Pillow cannot write it).
 * **Formats on write.** JPEG, PNG and WebP. Other inputs (GIF, BMP, TIFF,
   PGM/PPM) are written as PNG, which is lossless and so keeps the cloak intact.
   JPEG has no alpha: transparent pixels are composited over white.
@@ -73,6 +77,19 @@ _XMP_ORIENTATION = (
     re.compile(rb"<tiff:Orientation>[0-9]</tiff:Orientation>"),
 )
 _XMP_ORIENTATION_UPRIGHT = (b'tiff:Orientation="1"', b"<tiff:Orientation>1</tiff:Orientation>")
+# Where previews hide: EXIF tags (MakerNote, SubIFDs, Photoshop image resources) and XMP.
+_PREVIEW_EXIF_TAGS = (ExifTags.Base.MakerNote,)
+_PREVIEW_BASE_TAGS = (0x014A, 0x8649)  # SubIFDs, Photoshop ImageResources (thumbnail resource 1036)
+_B64_IMAGE = rb"\s*(?:/9j/|iVBORw0KGgo|R0lGOD|UklGR)"  # base64 of JPEG, PNG, GIF, RIFF/WebP magic
+_XMP_PREVIEWS = (
+    # <xmp:Thumbnails>...</xmp:Thumbnails> (any prefix), with everything inside it
+    re.compile(rb"<([\w.-]+):Thumbnails\b[^>]*?(?:/>|>.*?</\1:Thumbnails>)", re.S),
+    # any element whose text is a base64 image: <GImage:Data>/9j/...</GImage:Data>
+    re.compile(rb"<([\w.-]+:[\w.-]+)\b[^>]*>" + _B64_IMAGE + rb"[^<]*</\1>", re.S),
+    # any attribute whose value is a base64 image: GImage:Data="/9j/..."
+    re.compile(rb"\s[\w.-]+:[\w.-]+\s*=\s*\"" + _B64_IMAGE + rb"[^\"]*\"", re.S),
+    re.compile(rb"\s[\w.-]+:[\w.-]+\s*=\s*'" + _B64_IMAGE + rb"[^']*'", re.S),
+)
 # Pillow plugins raise any of these on malformed input.
 _DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, struct.error, IndexError,
                   KeyError, TypeError, zlib.error, MemoryError)
@@ -339,10 +356,19 @@ def strip_exif(exif: Image.Exif | None) -> Image.Exif:
 
 
 def upright_exif(exif: Image.Exif | None) -> Image.Exif:
-    """Return a full copy of ``exif`` (sub-IFDs included, thumbnail not) with orientation = 1."""
+    """Return a copy of ``exif`` with orientation = 1 and no embedded previews.
+
+    Kept: IFD0, the Exif, GPS and Interop IFDs. Dropped: the thumbnail (IFD1), the MakerNote,
+    SubIFDs and Photoshop image resources, where cameras and editors store preview images.
+    """
     out = Image.Exif()
     if exif is not None and len(exif):
         out.load(exif.tobytes())
+    for tag in _PREVIEW_BASE_TAGS:
+        out.pop(tag, None)
+    exif_ifd = out.get_ifd(ExifTags.IFD.Exif)
+    for tag in _PREVIEW_EXIF_TAGS:
+        exif_ifd.pop(tag, None)
     out[_ORIENTATION] = 1
     return out
 
@@ -352,6 +378,21 @@ def upright_xmp(xmp: bytes) -> bytes:
     for pattern, upright in zip(_XMP_ORIENTATION, _XMP_ORIENTATION_UPRIGHT):
         xmp = pattern.sub(upright, xmp)
     return xmp
+
+
+def xmp_without_previews(xmp: bytes) -> bytes:
+    """Remove embedded images from an XMP packet: ``xmp:Thumbnails`` and every element or
+    attribute whose value is a base64 JPEG/PNG/GIF/WebP (``/9j/``, ``iVBORw0KGgo``, ...)."""
+    for pattern in _XMP_PREVIEWS:
+        xmp = pattern.sub(b"", xmp)
+    return xmp
+
+
+def text_without_previews(text: dict[str, str]) -> dict[str, str]:
+    """PNG text chunks minus ImageMagick's "Raw profile type ..." blobs (hex EXIF/XMP/APP1 with
+    their thumbnails) and any value that is a base64 image."""
+    return {k: v for k, v in text.items()
+            if not k.lower().startswith("raw profile type") and not re.match(_B64_IMAGE.decode(), v)}
 
 
 # --------------------------------------------------------------------------- saving
@@ -457,7 +498,7 @@ def _save_params(img: LoadedImage, fmt: str, quality: int, keep: bool) -> dict:
         params["icc_profile"] = img.icc_profile
     if img.dpi:
         params["dpi"] = img.dpi
-    xmp = upright_xmp(img.xmp) if keep and img.xmp else None
+    xmp = xmp_without_previews(upright_xmp(img.xmp)) if keep and img.xmp else None
     if fmt == "JPEG":
         params.update(quality=quality, subsampling=0)
         if xmp:
@@ -470,7 +511,7 @@ def _save_params(img: LoadedImage, fmt: str, quality: int, keep: bool) -> dict:
             params["xmp"] = xmp
     elif fmt == "PNG" and keep:
         info = PngImagePlugin.PngInfo()
-        for key, value in img.text.items():
+        for key, value in text_without_previews(img.text).items():
             info.add_itxt(key, value)
         if xmp:
             info.add_itxt("XML:com.adobe.xmp", xmp.decode("utf-8", "replace"))

@@ -367,16 +367,93 @@ def test_default_strips_identity_metadata_keeps_icc(tmp_path: Path, ext: str) ->
 
 
 @pytest.mark.parametrize("ext", ["jpg", "png", "webp"])
-def test_keep_metadata_keeps_gps_makernote_xmp(tmp_path: Path, ext: str) -> None:
+def test_keep_metadata_keeps_gps_xmp_but_not_makernote(tmp_path: Path, ext: str) -> None:
     src = make_private_source(tmp_path, ext)
     out = save_image(tmp_path / f"out.{ext}", load_image(src), keep_metadata=True)
     data = raw(out)
-    assert all(s in data for s in SECRETS)
+    assert all(s in data for s in SECRETS if s != b"MAKERNOTE-SECRET")
+    assert b"MAKERNOTE-SECRET" not in data  # vendors hide preview JPEGs in it
     with Image.open(out) as back:
         exif = back.getexif()
         assert exif.get_ifd(GPS)[ExifTags.GPS.GPSLatitudeRef] == "N"
-        assert exif.get_ifd(EXIF_IFD)[MAKER_NOTE] == b"MAKERNOTE-SECRET"
+        assert MAKER_NOTE not in exif.get_ifd(EXIF_IFD) and exif.get_ifd(EXIF_IFD)[SERIAL] == "SN-123456789"
         assert exif[ORIENTATION] == 1 and back.info.get("icc_profile") == SRGB_ICC
+
+
+def jpeg_bytes(rgb: np.ndarray) -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    Image.fromarray(rgb).save(buf, "JPEG", quality=90)
+    return buf.getvalue()
+
+
+def exif_with_previews(thumb: bytes, maker_preview: bytes) -> bytes:
+    """A hand-built little-endian EXIF block as cameras write it: IFD0 (Artist, Exif pointer),
+    an Exif IFD whose MakerNote embeds a preview JPEG, and IFD1 holding a JPEG thumbnail."""
+    def entry(tag, typ, count, value):
+        return struct.pack("<HHII", tag, typ, count, value)
+
+    maker = b"Vendor\x00\x00" + maker_preview
+    ifd0, exif_ifd, ifd1 = 8, 38, 56  # offsets: 2 + 12 n + 4 bytes per IFD
+    thumb_at, maker_at = 98, 98 + len(thumb)
+    out = b"II*\x00" + struct.pack("<I", ifd0)
+    out += struct.pack("<H", 2) + entry(0x013B, 2, 4, int.from_bytes(b"Ann\x00", "little")) + entry(0x8769, 4, 1, exif_ifd) + struct.pack("<I", ifd1)
+    out += struct.pack("<H", 1) + entry(0x927C, 7, len(maker), maker_at) + struct.pack("<I", 0)
+    out += struct.pack("<H", 3) + entry(0x0103, 3, 1, 6) + entry(0x0201, 4, 1, thumb_at) + entry(0x0202, 4, 1, len(thumb)) + struct.pack("<I", 0)
+    assert len(out) == thumb_at
+    return b"Exif\x00\x00" + out + thumb + maker
+
+
+def xmp_with_previews(preview_b64: str) -> bytes:
+    return (
+        '<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
+        '<rdf:Description xmlns:xmp="http://ns.adobe.com/xap/1.0/" xmlns:xmpGImg="http://ns.adobe.com/xap/1.0/g/img/"'
+        ' xmlns:GImage="http://ns.google.com/photos/1.0/image/" xmlns:dc="http://purl.org/dc/elements/1.1/"'
+        f' GImage:Mime="image/jpeg" GImage:Data="{preview_b64}">'
+        '<dc:creator>Ann Keep</dc:creator>'
+        '<xmp:Thumbnails><rdf:Alt><rdf:li rdf:parseType="Resource"><xmpGImg:format>JPEG</xmpGImg:format>'
+        f'<xmpGImg:image>{preview_b64}</xmpGImg:image></rdf:li></rdf:Alt></xmp:Thumbnails>'
+        "</rdf:Description></rdf:RDF></x:xmpmeta>"
+    ).encode()
+
+
+def test_keep_metadata_drops_every_embedded_preview(tmp_path: Path) -> None:
+    """Issue 12: previews of the unprotected photo in IFD1, the MakerNote and XMP must go."""
+    import base64
+
+    face = noise(24, 32)
+    preview = jpeg_bytes(face)
+    src = tmp_path / "camera.jpg"
+    Image.fromarray(face).save(src, exif=exif_with_previews(preview, preview), xmp=xmp_with_previews(base64.b64encode(preview).decode()))
+    data = raw(src)
+    assert data.count(b"\xff\xd8\xff") == 3 and b"/9j/" in data  # main picture + IFD1 + MakerNote; XMP base64
+    with Image.open(src) as im:
+        assert im.getexif().get_ifd(ExifTags.IFD.IFD1).get(0x0202) == len(preview)  # Pillow sees the thumbnail
+    for ext in ("jpg", "png", "webp"):
+        out = save_image(tmp_path / f"out.{ext}", load_image(src), keep_metadata=True)
+        data = raw(out)
+        assert data.count(b"\xff\xd8\xff") == (1 if ext == "jpg" else 0), ext
+        assert b"/9j/" not in data and b"Thumbnails" not in data and b"Vendor" not in data
+        assert b"Ann Keep" in data  # the rest of the kept metadata is still there
+        with Image.open(out) as back:
+            assert back.getexif().get(0x013B) == "Ann" and not back.getexif().get_ifd(ExifTags.IFD.IFD1)
+
+
+def test_png_raw_profile_blobs_are_not_kept(tmp_path: Path) -> None:
+    from PIL import PngImagePlugin
+
+    info = PngImagePlugin.PngInfo()
+    blob = exif_with_previews(jpeg_bytes(noise(8, 8)), b"")  # ImageMagick's hex EXIF, thumbnail and all
+    info.add_text("Raw profile type exif", f"\nexif\n{len(blob):8d}\n{blob.hex()}")
+    info.add_text("Comment", "keep me")
+    src = tmp_path / "magick.png"
+    Image.fromarray(noise(8, 8)).save(src, pnginfo=info)
+    out = save_image(tmp_path / "out.png", load_image(src), keep_metadata=True)
+    assert raw(out).count(b"\xff\xd8\xff") == 0 and jpeg_bytes(noise(8, 8)).hex()[:40].encode() not in raw(out)
+    with Image.open(out) as back:
+        assert back.text.get("Comment") == "keep me" and not [k for k in back.text if k.startswith("Raw profile")]
+        assert back.getexif().get(0x013B) == "Ann"  # the EXIF itself is kept, minus its thumbnail
 
 
 def test_strip_exif_is_pure_allowlist() -> None:
