@@ -1,2 +1,2 @@
 """Imports every module that registers a pretrained-model record (one record per model)."""
-from . import arcface, dcgan, dlib_resnet, facenet, hiding, lpips_nets, retinaface, sface  # noqa: F401
+from . import arcface, dcgan, dlib_resnet, facenet, hiding, lpips_nets, retinaface, sface, stylegan  # noqa: F401

