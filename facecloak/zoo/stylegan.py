@@ -9,6 +9,7 @@ filters, leaky slopes, gains, modulation scales) and writes the weights as safet
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -207,7 +208,10 @@ def load_stylegan(device: str | torch.device = "cpu", path: str | Path | None = 
 
 
 def latents(n: int, seed: int, style_dim: int = STYLE_DIM) -> torch.Tensor:
-    """``n`` standard-normal z, drawn on the CPU from ``seed``: the same faces on any device."""
+    """``n`` standard-normal z, drawn on the CPU from ``seed``: the same faces on any device.
+
+    Row i does not depend on n (``latents(m, s)[:n] == latents(n, s)``), so a cover cache can grow.
+    """
     return torch.randn(n, style_dim, generator=torch.Generator().manual_seed(seed))
 
 
@@ -265,3 +269,54 @@ def stylegan_faces_canonical(
     """
     with torch.no_grad():
         return to_canonical(generate_images(gen, n, seed, truncation, size=512, batch=batch)).clamp_(0.0, 1.0)
+
+
+def write_stylegan_covers(
+    out_dir: str | Path,
+    n: int,
+    seed: int,
+    truncation: float = 0.7,
+    gen: MobileStyleGAN | None = None,
+    device: str | torch.device = "cpu",
+    batch: int = 8,
+    progress: Callable[[int, int], None] | None = None,
+) -> list[Path]:
+    """Cache ``n`` canonical 256 StyleGAN faces as ``out_dir/{i:06d}.png`` (RGB); return all n paths.
+
+    Face i is the one :func:`stylegan_faces_canonical` gives at index i for ``(seed, truncation)``,
+    so the cache is resumable: existing files are kept and only missing indices are generated.
+    ``out_dir/covers.json`` records the model, seed and truncation; a directory made with other
+    settings is refused rather than mixed. ``progress(done, n)`` is called after each batch.
+    """
+    import json
+
+    import cv2
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    meta = {"model": RECORD.name, "sha256": RECORD.sha256, "seed": seed, "truncation": truncation}
+    manifest = out / "covers.json"
+    if manifest.exists():
+        old = json.loads(manifest.read_text())
+        if {k: old.get(k) for k in meta} != meta:
+            raise ValueError(f"{out} holds covers made with {old}, not {meta}: use another directory or empty it")
+    manifest.write_text(json.dumps(meta))
+    paths = [out / f"{i:06d}.png" for i in range(n)]
+    todo = [i for i, p in enumerate(paths) if not p.exists()]
+    if todo:
+        gen = gen or load_stylegan(device)
+        z = latents(n, seed, gen.style_dim)
+        dev = gen.w_avg.device
+        for k in range(0, len(todo), batch):
+            idx = todo[k : k + batch]
+            with torch.no_grad():
+                img = gen(z[idx].to(dev), truncation=truncation, size=512)
+                crops = to_canonical(((img + 1.0) * 0.5).clamp(0.0, 1.0))
+            u8 = (crops * 255.0).round().clamp(0, 255).byte().permute(0, 2, 3, 1).cpu().numpy()
+            for i, face in zip(idx, u8):
+                tmp = paths[i].with_suffix(".part.png")
+                cv2.imwrite(str(tmp), cv2.cvtColor(face, cv2.COLOR_RGB2BGR))
+                tmp.replace(paths[i])  # a killed run never leaves a half-written PNG
+            if progress is not None:
+                progress(n - len(todo) + k + len(idx), n)
+    return paths
