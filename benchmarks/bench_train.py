@@ -1,6 +1,11 @@
-"""Training throughput of the hiding network (images/s), with the real EN and VGG-16 critics.
+"""Training throughput of the hiding network (images/s), with the real EN and VGG-16 critics,
+and where the time of one step goes.
 
-Run: python benchmarks/bench_train.py [--device cpu|cuda] [--batch 8] [--loss-size 256] [--steps 5]
+Run: python benchmarks/bench_train.py [--device cpu|cuda] [--batch 8] [--loss-size 256]
+     [--work-size 256] [--steps 5] [--threads N]
+
+Prints JSON: seconds per step, images/s, and a breakdown of one step into HN forward,
+critics forward (EN + VGG) and the backward pass (+ optimiser step).
 """
 from __future__ import annotations
 
@@ -21,33 +26,53 @@ def main() -> None:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--loss-size", type=int, default=256)
+    ap.add_argument("--work-size", type=int, default=256)
     ap.add_argument("--steps", type=int, default=5)
+    ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--channels-last", action="store_true")
     args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
     critics = Critics(device, args.loss_size)
-    hn = HidingNet(HidingNetConfig(head_init_std=0.01)).to(device)
+    hn = HidingNet(HidingNetConfig(head_init_std=0.01, work_size=args.work_size)).to(device)
+    fmt = torch.channels_last if args.channels_last else torch.contiguous_format
+    hn, critics = hn.to(memory_format=fmt), critics.to(memory_format=fmt)
     opt = torch.optim.Adam(hn.parameters(), lr=1e-4)
     amp = device.type == "cuda"
-    x = torch.rand(args.batch, 3, 256, 256, device=device)
+    x = torch.rand(args.batch, 3, 256, 256, device=device).contiguous(memory_format=fmt)
     e = torch.nn.functional.normalize(torch.randn(args.batch, 512, device=device), dim=1)
+    g = torch.Generator().manual_seed(0)
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
 
-    def step():
+    def step(times: dict | None = None):
+        t0 = time.perf_counter()
         with torch.autocast(device.type, torch.bfloat16, enabled=amp):
             d = hn(x, e)
-            loss = L.total_loss(critics.terms(x, d.float(), e), L.LossWeights())
+            sync()
+            t1 = time.perf_counter()
+            loss = L.total_loss(critics.terms(x, d.float(), e, 0.1, g), L.LossWeights())
+            sync()
+            t2 = time.perf_counter()
         opt.zero_grad()
         loss.backward()
         opt.step()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
+        sync()
+        t3 = time.perf_counter()
+        if times is not None:
+            for k, v in (("hn_forward", t1 - t0), ("critics_forward", t2 - t1), ("backward_and_step", t3 - t2)):
+                times[k] = times.get(k, 0.0) + v
 
     step()
+    times: dict = {}
     t = time.perf_counter()
     for _ in range(args.steps):
-        step()
+        step(times)
     sec = (time.perf_counter() - t) / args.steps
-    print(json.dumps({"device": str(device), "batch": args.batch, "loss_size": args.loss_size, "threads": torch.get_num_threads(),
-                      "seconds_per_step": sec, "images_per_s": args.batch / sec, "torch": torch.__version__}, indent=2))
+    print(json.dumps({"device": str(device), "batch": args.batch, "loss_size": args.loss_size, "work_size": args.work_size,
+                      "channels_last": args.channels_last, "threads": torch.get_num_threads(),
+                      "seconds_per_step": round(sec, 3), "images_per_s": round(args.batch / sec, 2),
+                      "breakdown_s": {k: round(v / args.steps, 3) for k, v in times.items()}, "torch": torch.__version__}))
 
 
 if __name__ == "__main__":

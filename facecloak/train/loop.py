@@ -45,11 +45,18 @@ class TrainConfig:
     amp: bool = True  # bf16 autocast on CUDA only
     num_workers: int = 0
     resume: bool = False
-    init: str | None = None  # start from these hiding-net weights
+    init: str | None = None  # start from these hiding-net weights (same width; cfg.hn's other fields apply)
     log_every: int = 10
     loss_size: int = 256  # resolution the VGG/LPIPS losses see (lower it to train faster on CPU)
+    eot: bool = False  # EN sees a randomly blurred / resized / quantised D (train.eot)
+    grow_covers: bool = False  # re-list the cover folders every epoch (covers still being generated)
     hn: HidingNetConfig = field(default_factory=HidingNetConfig)
     weights: L.LossWeights = field(default_factory=L.LossWeights)
+
+
+def list_cover_crops(covers: str) -> list[Path]:
+    """Crops of every folder in ``covers``, which may join several folders with ``os.pathsep``."""
+    return sorted(p for folder in covers.split(os.pathsep) if folder for p in list_crops(Path(folder)) if not p.name.endswith(".part.png"))
 
 
 def _ddp_setup(device: torch.device) -> tuple[int, int]:
@@ -73,8 +80,13 @@ class Critics(torch.nn.Module):
         self.lpips = load_lpips("vgg", device=device)
         self.loss_size = loss_size
 
-    def terms(self, cover, deid, feat_embed) -> dict[str, torch.Tensor]:
+    def terms(self, cover, deid, feat_embed, margin: float | None = None, degrade: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+        """The five loss terms (and ``cos``, the plain cos(EN(C), EN(D)) for the log).
+
+        ``degrade``: a generator; when given, EN sees a randomly degraded D (``train.eot``).
+        """
         from ..models.lpips import unit_normalize
+        from .eot import random_degrade
 
         c, d = cover, deid
         if self.loss_size != cover.shape[-1]:
@@ -87,13 +99,14 @@ class Critics(torch.nn.Module):
             f_c = self.en(cover)
         td = self.lpips.trunk(d * 2 - 1)
         lp = sum(lin((unit_normalize(a) - unit_normalize(b)) ** 2).mean(dim=(1, 2, 3)) for lin, a, b in zip(self.lpips.lins, tc, td))
-        f_d = self.en(deid)
+        f_d = self.en(random_degrade(deid, degrade)[0] if degrade is not None else deid)
         return {
             "rec": L.rec_loss(cover, deid),
             "perc": L.perc_loss(tc[-1], td[-1]),
             "lpips": lp.mean(),
             "near": L.near_loss(feat_embed, f_d),
-            "far": L.far_loss(f_c, f_d),
+            "far": L.far_loss(f_c, f_d, margin),
+            "cos": torch.nn.functional.cosine_similarity(f_c, f_d, dim=1).mean().detach(),
         }
 
 
@@ -138,7 +151,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
     if rank == 0:
         (out / "previews").mkdir(parents=True, exist_ok=True)
 
-    paths = list_crops(Path(cfg.covers))
+    paths = list_cover_crops(cfg.covers)
     if len(paths) < 2:
         raise FileNotFoundError(f"need at least 2 face crops in {cfg.covers!r}, found {len(paths)}")
     if cfg.val_covers:
@@ -154,7 +167,9 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
 
     critics = Critics(device, cfg.loss_size)
     bank = build_fake_bank(cfg, critics.en, device)
-    hn = load_hiding_net(cfg.init, device) if cfg.init else HidingNet(cfg.hn).to(device)
+    hn = HidingNet(cfg.hn).to(device)
+    if cfg.init:  # the weights of a saved net, under this run's config (e.g. a new work_size)
+        hn.load_state_dict(load_hiding_net(cfg.init, device).state_dict())
     model = torch.nn.parallel.DistributedDataParallel(hn) if world > 1 else hn
     opt = torch.optim.Adam(hn.parameters(), lr=cfg.lr)
     sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=cfg.plateau_factor, patience=cfg.plateau_patience)
@@ -182,13 +197,18 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
             if sampler:
                 sampler.set_epoch(state["epoch"])
             train_ds.epoch = state["epoch"]
+            if cfg.grow_covers and sampler is None:  # pick up covers written since the last epoch
+                new = sorted(set(list_cover_crops(cfg.covers)) - set(train_ds.paths) - set(val_paths))
+                if new:
+                    train_ds.paths += new
+                    loader = DataLoader(train_ds, cfg.batch_size, shuffle=True, num_workers=cfg.num_workers, drop_last=True)
             model.train()
             for cover in loader:
                 cover = cover.to(device, non_blocking=True)
                 e = bank.sample(cover.shape[0], g).to(device)
                 with torch.autocast(device.type, torch.bfloat16, enabled=amp):
                     deid = model(cover, e)
-                    terms = critics.terms(cover, deid.float(), e)
+                    terms = critics.terms(cover, deid.float(), e, cfg.weights.far_margin, g if cfg.eot else None)
                     loss = L.total_loss(terms, cfg.weights)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
@@ -241,7 +261,7 @@ def _validate(hn, critics, loader, bank, cfg, device, amp) -> dict:
         e = bank.sample(cover.shape[0], g).to(device)
         with torch.autocast(device.type, torch.bfloat16, enabled=amp):
             deid = hn(cover, e)
-            terms = critics.terms(cover, deid.float(), e)
+            terms = critics.terms(cover, deid.float(), e, cfg.weights.far_margin)
             terms["loss"] = L.total_loss(terms, cfg.weights)
         for k, v in terms.items():
             sums[k] = sums.get(k, 0.0) + v.item() * cover.shape[0]

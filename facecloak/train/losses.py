@@ -30,9 +30,14 @@ def near_loss(feat_embed: torch.Tensor, feat_deid: torch.Tensor) -> torch.Tensor
     return (1 - F.cosine_similarity(feat_embed, feat_deid, dim=1)).mean()
 
 
-def far_loss(feat_cover: torch.Tensor, feat_deid: torch.Tensor) -> torch.Tensor:
-    """L_far = cos(f_en(C), f_en(D)): pushes D's identity away from the cover's."""
-    return F.cosine_similarity(feat_cover, feat_deid, dim=1).mean()
+def far_loss(feat_cover: torch.Tensor, feat_deid: torch.Tensor, margin: float | None = None) -> torch.Tensor:
+    """L_far = cos(f_en(C), f_en(D)): pushes D's identity away from the cover's.
+
+    With a ``margin`` m it is the hinge max(0, cos - m) (PerceptFace-style): once D is
+    already far enough from C the term stops pushing, and the image terms take over.
+    """
+    cos = F.cosine_similarity(feat_cover, feat_deid, dim=1)
+    return (cos if margin is None else F.relu(cos - margin)).mean()
 
 
 @dataclass
@@ -44,8 +49,12 @@ class LossWeights:
     lpips: float = 1.0
     near: float = 0.125
     far: float = 0.125
+    far_margin: float | None = None  # hinge on L_far; None = the paper's plain cosine
 
 
 def total_loss(terms: dict[str, torch.Tensor], w: LossWeights) -> torch.Tensor:
     """L = λ_rec L_rec + λ_perc L_perc + λ_lpips L_lpips + λ_near L_near + λ_far L_far."""
-    return sum(getattr(w, k) * v for k, v in terms.items())
+    return sum(getattr(w, k) * v for k, v in terms.items() if k in LOSS_TERMS)
+
+
+LOSS_TERMS = ("rec", "perc", "lpips", "near", "far")

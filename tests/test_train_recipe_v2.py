@@ -1,0 +1,111 @@
+"""The v0.2 training recipe: far hinge, EOT degradations, the low-resolution residual, growing covers."""
+import os
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from facecloak.cli import app
+from facecloak.models.hiding import HidingNet, HidingNetConfig
+from facecloak.train import eot
+from facecloak.train import losses as L
+from facecloak.train.loop import list_cover_crops
+
+from test_train import COVERS, tiny
+
+
+def test_far_hinge_stops_pushing_below_the_margin():
+    c = torch.tensor([[1.0, 0.0], [1.0, 0.0]])
+    d = torch.tensor([[0.6, 0.8], [0.1, 0.995]])  # cos 0.6 and 0.1
+    assert L.far_loss(c, d).item() == pytest.approx((0.6 + 0.1) / 2, abs=1e-3)
+    assert L.far_loss(c, d, margin=0.2).item() == pytest.approx((0.6 - 0.2 + 0.0) / 2, abs=1e-3)
+    d.requires_grad_(True)
+    L.far_loss(c, d, margin=0.2).backward()
+    assert d.grad[1].abs().sum() == 0 and d.grad[0].abs().sum() > 0  # the face already far gets no push
+
+
+def test_total_loss_ignores_logged_extras():
+    terms = {k: torch.tensor(1.0) for k in L.LOSS_TERMS} | {"cos": torch.tensor(100.0)}
+    w = L.LossWeights(1, 1, 1, 1, 1)
+    assert L.total_loss(terms, w).item() == pytest.approx(5.0)
+
+
+def test_quantize_ste_rounds_forward_and_passes_gradient():
+    x = torch.tensor([0.1, 0.52, 0.9], requires_grad=True)
+    y = eot.quantize_ste(x, 1)  # levels {0, 1}
+    assert y.tolist() == [0.0, 1.0, 1.0]
+    y.sum().backward()
+    assert x.grad.tolist() == [1.0, 1.0, 1.0]
+
+
+def test_down_up_removes_fine_detail_and_keeps_size():
+    x = torch.zeros(1, 3, 64, 64)
+    x[..., ::2, :] = 1.0  # 1-px stripes
+    y = eot.down_up(x, 0.25)
+    assert y.shape == x.shape
+    assert (y - 0.5).abs().max() < 0.05  # stripes averaged away
+
+
+def test_random_degrade_draws_every_kind_and_is_differentiable():
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(2, 3, 32, 32, requires_grad=True)
+    kinds = set()
+    for _ in range(40):
+        y, kind = eot.random_degrade(x, g)
+        kinds.add(kind)
+        assert y.shape == x.shape
+    assert kinds == set(eot.DEGRADATIONS)
+    y, _ = eot.random_degrade(x, torch.Generator().manual_seed(1))
+    y.sum().backward()
+    assert x.grad is not None and torch.isfinite(x.grad).all()
+
+
+def test_low_resolution_residual_is_smooth_bounded_and_trains():
+    cfg = HidingNetConfig(width=4, size=64, work_size=32, head_init_std=0.05, smooth_sigma=0.5, max_delta=0.1)
+    hn = HidingNet(cfg)
+    c = torch.rand(2, 3, 64, 64)
+    f = torch.nn.functional.normalize(torch.randn(2, 512), dim=1)
+    d = hn(c, f)
+    assert d.shape == c.shape
+    r = d - c
+    assert r.abs().max() <= 0.1 + 1e-6
+    # computed at 32 px and upsampled: neighbouring pixels differ far less than the residual itself
+    assert (r[..., 1:] - r[..., :-1]).abs().mean() < 0.5 * r.abs().mean()
+    d.mean().backward()
+    assert all(p.grad is not None for p in hn.parameters())
+
+
+def test_work_size_none_is_the_v01_network():
+    torch.manual_seed(0)
+    a = HidingNet(HidingNetConfig(width=4, size=32, head_init_std=0.05))
+    b = HidingNet(HidingNetConfig(width=4, size=32, head_init_std=0.05, work_size=32))
+    b.load_state_dict(a.state_dict())
+    c, f = torch.rand(1, 3, 32, 32), torch.nn.functional.normalize(torch.randn(1, 512), dim=1)
+    assert torch.equal(a(c, f), b(c, f))
+
+
+def test_list_cover_crops_joins_folders_and_skips_partial_files(tmp_path):
+    from PIL import Image
+
+    for d, names in (("a", ["1.png", "2.png"]), ("b", ["3.png", "4.part.png"])):
+        (tmp_path / d).mkdir()
+        for n in names:
+            Image.new("RGB", (8, 8)).save(tmp_path / d / n)
+    got = list_cover_crops(os.pathsep.join([str(tmp_path / "a"), str(tmp_path / "b")]))
+    assert [p.name for p in got] == ["1.png", "2.png", "3.png"]
+
+
+@pytest.mark.slow
+def test_train_with_the_v2_recipe_options(tmp_path):
+    out = tmp_path / "run"
+    r = CliRunner().invoke(app, ["train", *tiny(2), "--out", str(out), "--work-size", "128", "--far-margin", "0.2", "--eot",
+                                 "--smooth-sigma", "0.5"])
+    assert r.exit_code == 0, r.output
+    from facecloak.models.hiding import load_hiding_net
+
+    hn = load_hiding_net(out / "last.safetensors")
+    assert hn.config.work_size == 128 and hn.config.smooth_sigma == 0.5
+    import json
+
+    cfg = json.loads((out / "config.json").read_text())["config"]
+    assert cfg["eot"] is True and cfg["weights"]["far_margin"] == 0.2
