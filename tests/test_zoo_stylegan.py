@@ -103,6 +103,9 @@ def test_converted_generator_equals_openvino_at_f32(gen, tmp_path_factory):
             assert img.shape == img_ref.shape == (1, 3, 1024, 1024)
             assert np.abs(img - img_ref).max() < 1e-3
             assert img_ref.std() > 0.2  # a real picture, not a constant
+        # The 256-px face (wavelet low band, no final inverse transform) is the reference's 4x area mean.
+        small = gen.synthesis(torch.from_numpy(w_ref), size=256)
+        assert torch.allclose(small, F.avg_pool2d(torch.from_numpy(img_ref), 4), atol=1e-3)
 
 
 @pytest.mark.slow
