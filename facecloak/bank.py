@@ -47,3 +47,49 @@ def save_bank(path: Path, feats: torch.Tensor, idx: torch.Tensor, stats: dict) -
 
     path.parent.mkdir(parents=True, exist_ok=True)
     save_file({"features": feats.float().contiguous(), "generator_index": idx.to(torch.int64)}, str(path), metadata={"stats": json.dumps(stats)})
+
+
+class BankError(ValueError):
+    """A user's bank file is not a usable bank (wrong keys, shape or values)."""
+
+
+def default_bank_path() -> Path:
+    """Where ``facecloak data build-bank`` writes by default: the user's cache, never the shipped file
+    (whose sha256 ``protect`` checks)."""
+    from .cache import cache_dir
+
+    return cache_dir() / "banks" / "fake_bank.safetensors"
+
+
+def is_shipped_bank(path: str | Path) -> bool:
+    """True when ``path`` is the bank shipped with facecloak."""
+    from .zoo.hiding import BANK_FILE, bundled_dir
+
+    return Path(path).resolve() == (bundled_dir() / BANK_FILE).resolve()
+
+
+def load_user_bank(path: str | Path, dim: int = 512) -> torch.Tensor:
+    """A user's own bank (``--bank``), checked for shape rather than against our hash.
+
+    It must be a safetensors file with ``features`` of shape (K, dim), K >= 1, finite, no zero
+    rows (each is L2-normalised when used). Raises ``BankError`` naming the file and the problem.
+    """
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    if not path.is_file():
+        raise BankError(f"--bank {path}: no such file. Build one with `facecloak data build-bank --out {path}`.")
+    try:
+        tensors = load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as e:
+        raise BankError(f"--bank {path}: not a readable safetensors file ({e}).") from None
+    feats = tensors.get("features")
+    if feats is None:
+        raise BankError(f"--bank {path}: no 'features' tensor (has: {', '.join(sorted(tensors)) or 'nothing'}).")
+    if feats.ndim != 2 or feats.shape[0] < 1 or feats.shape[1] != dim:
+        raise BankError(f"--bank {path}: 'features' has shape {tuple(feats.shape)}; expected (K, {dim}) ArcFace features.")
+    feats = feats.float()
+    if not torch.isfinite(feats).all() or (feats.norm(dim=1) == 0).any():
+        raise BankError(f"--bank {path}: 'features' holds NaN, infinite or all-zero rows.")
+    return feats

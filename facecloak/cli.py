@@ -51,7 +51,7 @@ class UserError(typer.Exit):
     """A mistake the user can fix; printed without a traceback."""
 
     def __init__(self, message: str, code: int = 2):
-        console.print(f"[red]error:[/] {message}")
+        console.print(f"[red]error:[/] {message}", soft_wrap=True)  # one line, whatever the terminal width
         super().__init__(code)
 
 
@@ -153,6 +153,9 @@ def protect(
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Photos processed together.")] = 4,
     weights: Annotated[Optional[str], typer.Option("--weights", help="Hiding-network .safetensors (default: weights/ shipped with facecloak).")] = None,
     hf_repo: Annotated[Optional[str], typer.Option("--hf-repo", help="Hugging Face repo id holding hiding_net.safetensors.")] = None,
+    bank: Annotated[Optional[Path], typer.Option("--bank", help="Your own fake-identity bank (from `facecloak data build-bank`); default: the shipped one.")] = None,
+    max_pixels: Annotated[int, typer.Option("--max-pixels", min=0, help="Refuse images above this many pixels as possible decompression bombs (0: no limit).")] = 100_000_000,
+    strict: Annotated[bool, typer.Option("--strict", help="Exit 1 when a photo keeps a face left unprotected (below --min-face).")] = False,
     device: DeviceOpt = "auto",
     seed: SeedOpt = 0,
     quiet: QuietOpt = False,
@@ -162,36 +165,75 @@ def protect(
     Examples:
         facecloak protect ./photos --out ./safe
         facecloak protect ./photos -r --out ./safe --verify --report safe/report.json
-        find . -name '*.jpg' | facecloak protect --from-list - --out ./safe --quiet
+        find photos -name '*.jpg' | facecloak protect --from-list - --out ./safe --quiet
+
+    Outputs keep each input's path relative to the inputs' common folder; no two inputs share an
+    output, and --out may not be or contain an input unless --suffix is given.
 
     Exit codes: 0 all files protected, skipped or without faces; 1 at least one file
-    failed (the others were still written); 2 bad usage; 3 a model could not be loaded.
+    failed (the others were still written), or with --strict a face was left unprotected;
+    2 bad usage (nothing is written); 3 a model could not be loaded.
     """
     from .cloak import CloakConfig
-    from .protect import ProtectOptions, write_report
+    from .protect import PlanError, ProtectOptions, plan, write_report
 
-    paths = list(inputs or [])
-    if from_list:
-        text = sys.stdin.read() if from_list == "-" else Path(from_list).read_text()
-        paths += [line.strip() for line in text.splitlines() if line.strip()]
+    paths = list(inputs or []) + (_read_list(from_list) if from_list else [])
     if not paths:
         raise UserError("no inputs: give files or folders, or --from-list FILE")
     if mode not in ("fast", "strong"):
         raise UserError(f"--mode must be fast or strong, not {mode!r}")
     if fmt and fmt.lower().lstrip(".") not in ("jpg", "jpeg", "png", "webp"):
         raise UserError(f"--format must be jpg, png or webp, not {fmt!r}")
-    cloaker = _load_cloaker(weights, hf_repo, device, CloakConfig(mode=mode, min_face=min_face, seed=seed), verify, quiet)
+    _check_device(device)
     opts = ProtectOptions(out=out, recursive=recursive, fmt=fmt, quality=quality, suffix=suffix, overwrite=overwrite,
-                          keep_metadata=keep_metadata, aligned=aligned, batch_size=batch_size)
-    summary = _run_with_progress(cloaker, paths, opts, quiet)
+                          keep_metadata=keep_metadata, aligned=aligned, batch_size=batch_size, max_pixels=max_pixels or None)
+    try:
+        jobs = plan(paths, opts)  # every destination, before any model is loaded or file written
+    except PlanError as e:
+        raise UserError(str(e))
+    cloaker = _load_cloaker(weights, hf_repo, device, CloakConfig(mode=mode, min_face=min_face, seed=seed), verify, quiet, bank)
+    summary = _run_with_progress(cloaker, jobs, opts, quiet)
+    summary.mode, summary.verified, summary.strict = mode, verify, strict
+    summary.warnings += [f"--verify: {name} could not be loaded and did not check any face: {why}"
+                         for name, why in getattr(cloaker, "unavailable_verifiers", {}).items()]
     if report:
         write_report(summary, report)
     if not quiet:
         _print_summary(summary)
+    else:
+        for w in summary.warnings:  # even --quiet must not hide a check that did not happen
+            console.print(f"warning: {w}")
     raise typer.Exit(summary.exit_code())
 
 
-def _load_cloaker(weights, hf_repo, device, config, verify, quiet):
+def _read_list(from_list: str) -> list[str]:
+    """Paths from a --from-list file ('-' = stdin), one per line; a missing list is a usage error."""
+    if from_list == "-":
+        text = sys.stdin.read()
+    else:
+        try:
+            text = Path(from_list).read_text()
+        except OSError as e:
+            raise UserError(f"--from-list {from_list}: cannot read it ({e.strerror or e}). Check the path, or use '-' for stdin.")
+    return [line.strip() for line in text.splitlines() if line.strip()]
+
+
+def _check_device(device: str) -> None:
+    """--device is auto, cpu, cuda or cuda:N (and must exist): a usage error otherwise."""
+    import re
+
+    if not re.fullmatch(r"auto|cpu|cuda(:\d+)?|mps", device):
+        raise UserError(f"--device must be auto, cpu, cuda or cuda:N, not {device!r}")
+    from .pretrained import resolve_device
+
+    try:
+        resolve_device(device)
+    except RuntimeError as e:
+        raise UserError(str(e))
+
+
+def _load_cloaker(weights, hf_repo, device, config, verify, quiet, bank=None):
+    """Build the Cloaker; any failure to load a model or weights is exit 3 with one line."""
     import time
 
     from .zoo.registry import ModelNotAvailable
@@ -201,14 +243,24 @@ def _load_cloaker(weights, hf_repo, device, config, verify, quiet):
         with console.status("loading models", spinner="dots") if not quiet else _null():
             from .pretrained import build_cloaker
 
-            cloaker = build_cloaker(weights=weights, hf_repo=hf_repo, device=device, config=config, verify=verify)
-    except (ModelNotAvailable, FileNotFoundError, ValueError) as e:
+            cloaker = build_cloaker(weights=weights, hf_repo=hf_repo, device=device, config=config, verify=verify, bank=bank)
+    except ModelNotAvailable as e:
         raise UserError(str(e), code=3)
-    except RuntimeError as e:
-        raise UserError(str(e), code=2 if "--device" in str(e) else 3)
+    except Exception as e:  # noqa: BLE001 - corrupt files fail in many library-specific ways; all are exit 3
+        raise UserError(_load_failure(e, weights=weights, hf_repo=hf_repo, bank=bank), code=3)
     if not quiet:
         console.print(f"models loaded in {time.perf_counter() - t0:.1f} s")
     return cloaker
+
+
+def _load_failure(e: Exception, **given) -> str:
+    """One line: what could not be loaded (the user's files first), why, and what to do."""
+    first = (str(e).strip().splitlines() or [""])[0][:300]
+    what = ", ".join(f"--{k.replace('_', '-')} {v}" for k, v in given.items() if v) or "the shipped models"
+    hints = {"weights": "--weights must be a hiding network saved by `facecloak train`",
+             "bank": "--bank must be a bank made by `facecloak data build-bank`"}
+    hint = "; ".join(h for k, h in hints.items() if given.get(k)) or "run `facecloak models verify`"
+    return f"could not load the models ({what}): {type(e).__name__}: {first}. {hint}."
 
 
 def _run_with_progress(cloaker, paths, opts, quiet):
@@ -225,21 +277,32 @@ def _run_with_progress(cloaker, paths, opts, quiet):
             bar.advance(task)
             if rec.status == "error":
                 bar.console.print(f"[red]error[/] {rec.message}")
+            elif rec.status == "faces_unprotected":
+                bar.console.print(f"[yellow]unprotected face[/] {rec.input}: {rec.message}")
 
         return run(cloaker, paths, opts, on_progress=progress, on_plan=lambda n: bar.update(task, total=n))
 
 
 def _print_summary(summary) -> None:
-    t = Table("images", "protected", "faces", "no face", "skipped", "errors", "s / image", title="facecloak protect")
-    done = [r for r in summary.records if r.status in ("ok", "no_face")]
+    from .protect import UNPROTECTED_REASONS
+
+    t = Table("images", "protected", "faces left", "no face", "skipped", "errors", "s / image", title="facecloak protect")
+    done = [r for r in summary.records if r.status in ("ok", "faces_unprotected", "no_face")]
     per = sum(r.seconds for r in done) / len(done) if done else 0.0
-    t.add_row(str(len(summary.records)), str(summary.count("ok")), str(summary.faces), str(summary.count("no_face")),
+    t.add_row(str(len(summary.records)), str(summary.count("ok")), str(summary.count("faces_unprotected")), str(summary.count("no_face")),
               str(summary.count("skipped")), str(summary.count("error")), f"{per:.2f}")
     out_console.print(t)
-    if summary.small_faces:
-        console.print(f"[yellow]{summary.small_faces} face(s) below --min-face were left unchanged[/]")
+    left = summary.unprotected()
+    why = ", ".join(f"{n} {UNPROTECTED_REASONS[k]}" for k, n in left.items())
+    colour = "yellow" if left else "green"
+    console.print(f"[{colour}]faces: {summary.faces_found} found, {summary.faces} protected, "
+                  f"{sum(left.values())} left unprotected{f' ({why})' if why else ''}[/]")
     if summary.still_recognised:
         console.print(f"[yellow]{summary.still_recognised} face(s) are still recognised by a black-box recognizer; try --mode strong[/]")
+    for w in summary.warnings:
+        console.print(f"[yellow]warning:[/] {w}")
+    if summary.caveat:
+        console.print(f"[yellow]note:[/] {summary.caveat}")
 
 
 class _null:
@@ -363,6 +426,9 @@ def eval_cmd(
     if unknown:
         raise UserError(f"unknown method(s) {sorted(unknown)}; choose from {', '.join(ALL_METHODS)}")
     rs = tuple(r.strip() for r in recognizers.split(",")) if recognizers else (WHITE_BOX, *BLACK_BOXES)
+    if set(rs) - {WHITE_BOX, *BLACK_BOXES}:
+        raise UserError(f"unknown recognizer(s) {sorted(set(rs) - {WHITE_BOX, *BLACK_BOXES})}; choose from {', '.join((WHITE_BOX, *BLACK_BOXES))}")
+
     t0 = time.perf_counter()
     with console.status("preparing the benchmark (detect + align, cached)"):
         if benchmark == "orl":
@@ -433,27 +499,38 @@ def data_prepare(
 
 @data_app.command("build-bank")
 def data_build_bank(
-    out: Annotated[Path, typer.Option("--out", help="Where to write the bank.")] = Path("weights/fake_bank.safetensors"),
-    n_candidates: Annotated[int, typer.Option("--candidates", help="Fake faces generated.")] = 2048,
+    out: Annotated[Optional[Path], typer.Option("--out", help="Where to write the bank (default: ~/.cache/facecloak/banks/fake_bank.safetensors).")] = None,
+    n_candidates: Annotated[int, typer.Option("--candidates", min=1, help="Fake faces generated.")] = 2048,
     far_cos: Annotated[float, typer.Option("--far-cos", help="Keep fakes whose cos to every real face is below this.")] = 0.2,
     seed: SeedOpt = 1,
 ):
-    """Build the fake-identity bank: DCGAN faces embedded by ArcFace, far from every real face of the pool.
+    """Build your own fake-identity bank: DCGAN faces embedded by ArcFace, far from every real face of the pool.
+
+    It is written to your cache (never over the bank shipped with facecloak, whose hash
+    `protect` checks); use it with `facecloak protect --bank FILE`.
 
     Example:
-        facecloak data build-bank --out weights/fake_bank.safetensors
+        facecloak data build-bank --out my_bank.safetensors
+        facecloak protect photos --out safe --bank my_bank.safetensors
     """
+    from .bank import build_bank, default_bank_path, is_shipped_bank, save_bank
+
+    out = out or default_bank_path()
+    if is_shipped_bank(out):
+        raise UserError(f"--out {out} is the bank shipped with facecloak; write your own elsewhere and pass it with --bank")
     import torch
 
-    from .bank import build_bank, save_bank
     from .data.crops import offline_crops, read_crops
     from .zoo.arcface import load_arcface
     from .zoo.dcgan import load_dcgan
 
+    # Training faces only: filtering against the evaluation faces would tune the bank to them,
+    # while the eval claims those identities were never seen (issue 13, split hygiene).
     real = torch.cat([read_crops(offline_crops("train")), read_crops(offline_crops("eval"))])
     feats, idx, stats = build_bank(load_arcface(), load_dcgan(), real, n_candidates, far_cos, seed)
     save_bank(out, feats, idx, stats)
     console.print(f"kept {stats['kept']} of {n_candidates} fake identities (cos < {far_cos} to {stats['real_faces']} real faces) -> {out}")
+    console.print(f"use it with: facecloak protect ... --bank {out}")
 
 
 def main() -> None:

@@ -11,6 +11,7 @@ inverse affine -> paste with a soft mask. Two choices keep the photo intact:
 from __future__ import annotations
 
 import hashlib
+import itertools
 import random
 from dataclasses import dataclass, field
 
@@ -232,10 +233,17 @@ class Cloaker:
         """Cosine between original and protected embeddings per black-box recognizer; a face is
         still recognised when that cosine reaches the recognizer's own threshold."""
         for name, (model, thr) in self.verifiers.items():
-            a, b = model(covers), model(deid)
-            cos = (a * b).sum(1).tolist()
+            dev = _device_of(model)  # each verifier where its weights are, whatever device made the crops
+            a, b = model(covers.to(dev)), model(deid.to(dev))
+            cos = (a * b).sum(1).float().cpu().tolist()
             for rec, c in zip(recs, cos):
                 rec.verify[name] = {"cos": round(c, 4), "threshold": thr, "still_matches": bool(c >= thr)}
+
+
+def _device_of(model) -> torch.device:
+    """The device of a model's first parameter or buffer; CPU for models without any."""
+    first = next(itertools.chain(model.parameters(), model.buffers()), None) if isinstance(model, torch.nn.Module) else None
+    return first.device if first is not None else torch.device("cpu")
 
 
 def _psnr(a: torch.Tensor, b: torch.Tensor) -> float:

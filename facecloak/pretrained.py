@@ -21,11 +21,16 @@ def resolve_device(name: str = "auto") -> torch.device:
 
 
 def load_fake_bank(path: str | Path | None = None) -> torch.Tensor:
+    """The shipped bank (sha256-checked), or a user's own ``--bank`` file (checked for shape)."""
     from safetensors.torch import load_file
 
     from .zoo.registry import resolve
 
-    return load_file(str(resolve("fake_identity_bank", path=path)))["features"].float()
+    if path is not None:
+        from .bank import load_user_bank
+
+        return load_user_bank(path)
+    return load_file(str(resolve("fake_identity_bank")))["features"].float()
 
 
 def load_default_hiding_net(weights: str | Path | None = None, hf_repo: str | None = None, device="cpu"):
@@ -63,14 +68,18 @@ def load_recognizer(name: str, device="cpu"):
 BLACK_BOXES = ("facenet_casia", "sface", "dlib_resnet")
 
 
-def load_verifiers(device="cpu", names=BLACK_BOXES) -> dict:
-    """Recognizers that play no part in making the cloak, with their match thresholds."""
+def load_verifiers(device="cpu", names=BLACK_BOXES, missing: dict | None = None) -> dict:
+    """Recognizers that play no part in making the cloak, with their match thresholds.
+
+    One whose runtime is not installed (dlib is an optional extra) is left out, and named in
+    ``missing`` (name -> reason) so the caller can say so."""
     out = {}
     for n in names:
         try:
             out[n] = (load_recognizer(n, device), VERIFY_THRESHOLDS[n])
-        except ImportError:  # dlib is an optional extra
-            continue
+        except ImportError as e:
+            if missing is not None:
+                missing[n] = f"{e} (install facecloak[eval])"
     return out
 
 
@@ -83,8 +92,11 @@ def build_cloaker(weights=None, hf_repo=None, device="auto", config=None, verify
     hn = load_default_hiding_net(weights, hf_repo, dev)
     en = load_arcface(device=dev)
     feats = load_fake_bank(bank)
-    verifiers = load_verifiers(dev) if verify else None
+    missing: dict[str, str] = {}
+    verifiers = load_verifiers(dev, missing=missing) if verify else None
     # The detector must find every face --min-face asks to protect, however large the photo.
     min_eye = config.min_face if config is not None else CloakConfig().min_face
     detector = FaceDetector(str(dev), threshold=detector_threshold, min_eye=min_eye)
-    return Cloaker(hn, en, feats, detector, config, verifiers, device=dev)
+    cloaker = Cloaker(hn, en, feats, detector, config, verifiers, device=dev)
+    cloaker.unavailable_verifiers = missing  # --verify must say what it could not check
+    return cloaker

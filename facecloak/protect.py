@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,7 +16,7 @@ from typing import Callable, Iterable
 
 import numpy as np
 
-from .imageio import ImageError, LoadedImage, iter_inputs, load_image, output_path_for, save_image
+from .imageio import ImageError, LoadedImage, is_inside, iter_inputs, load_image, output_path_for, save_image
 
 
 @dataclass
@@ -32,11 +33,24 @@ class ProtectOptions:
     max_pixels: int | None = 100_000_000
 
 
+#: Why a detected face was left unchanged, as the report and summary say it.
+UNPROTECTED_REASONS = {
+    "too_small": "below --min-face",
+    "file_failed": "in a file that failed",
+}
+#: Modes known to leave faces matchable (README, "What --verify says": fast mode left all four
+#: example faces matching their originals); the summary says so when --verify was off.
+MATCHABLE_MODES = {
+    "fast": "fast mode often leaves faces matchable by face recognition (README: \"What --verify says\"); "
+            "use --mode strong --verify when it matters",
+}
+
+
 @dataclass
 class ImageRecord:
     input: str
     output: str | None
-    status: str  # ok | no_face | skipped | error
+    status: str  # ok | faces_unprotected | no_face | skipped | error
     message: str = ""
     faces: list = field(default_factory=list)
     seconds: float = 0.0
@@ -44,63 +58,194 @@ class ImageRecord:
 
 @dataclass
 class Summary:
+    """Records of a run, and the per-run counts the CLI prints and the report holds.
+
+    mode, verified, strict: the run's options, for the caveat and the exit code; warnings:
+    things the user must know that concern no single file (e.g. a verifier that is missing).
+    """
+
     records: list[ImageRecord] = field(default_factory=list)
     wall: float = 0.0
+    mode: str = "fast"
+    verified: bool = False
+    strict: bool = False
+    warnings: list[str] = field(default_factory=list)
 
     def count(self, status: str) -> int:
         return sum(r.status == status for r in self.records)
 
     @property
+    def faces_found(self) -> int:
+        return sum(len(r.faces) for r in self.records)
+
+    @property
     def faces(self) -> int:
-        return sum(sum(f["status"] == "protected" for f in r.faces) for r in self.records)
+        """Faces protected in a written output."""
+        return sum(sum(f["status"] == "protected" for f in r.faces) for r in self.records if r.status != "error")
 
     @property
     def small_faces(self) -> int:
-        return sum(sum(f["status"] == "too_small" for f in r.faces) for r in self.records)
+        return sum(sum(f["status"] == "too_small" for f in r.faces) for r in self.records if r.status != "error")
+
+    def unprotected(self) -> dict[str, int]:
+        """Faces found but not protected, by reason (keys of ``UNPROTECTED_REASONS``); zeros left out."""
+        failed = sum(len(r.faces) for r in self.records if r.status == "error")
+        return {k: v for k, v in (("too_small", self.small_faces), ("file_failed", failed)) if v}
 
     @property
     def still_recognised(self) -> int:
         return sum(any(v["still_matches"] for v in f.get("verify", {}).values()) for r in self.records for f in r.faces)
 
+    @property
+    def caveat(self) -> str | None:
+        return None if self.verified else MATCHABLE_MODES.get(self.mode)
+
     def exit_code(self) -> int:
-        """0 when every file was protected, had no face, or was skipped; 1 when any failed."""
-        return 1 if self.count("error") else 0
+        """1 when a file failed, or with ``strict`` when a photo kept an unprotected face; else 0."""
+        return 1 if self.count("error") or (self.strict and self.count("faces_unprotected")) else 0
 
     def to_json(self) -> dict:
         return {
             "images": len(self.records),
-            "ok": self.count("ok"), "no_face": self.count("no_face"),
+            "ok": self.count("ok"), "faces_unprotected": self.count("faces_unprotected"), "no_face": self.count("no_face"),
             "skipped": self.count("skipped"), "errors": self.count("error"),
+            "faces_found": self.faces_found, "faces_protected": self.faces,
+            "faces_left_unprotected": sum(self.unprotected().values()), "unprotected_reasons": self.unprotected(),
             "faces": self.faces, "small_faces": self.small_faces,
             "still_recognised": self.still_recognised,
+            "mode": self.mode, "verify": self.verified, "strict": self.strict,
+            "caveat": self.caveat, "warnings": self.warnings,
             "wall_seconds": round(self.wall, 3),
             "records": [dataclasses.asdict(r) for r in self.records],
         }
 
 
-def plan(inputs: Iterable[str | Path], opts: ProtectOptions) -> tuple[list[tuple[Path, Path]], list[ImageRecord]]:
-    """Pair each input with its output path; report missing inputs as errors, not crashes."""
-    jobs, errors = [], []
-    for given in inputs:
+class PlanError(ValueError):
+    """The inputs and options cannot be planned safely: a usage error (exit code 2)."""
+
+
+@dataclass
+class Plan:
+    """Every destination, decided before any photo is read.
+
+    jobs: (input, output) pairs, one output per input and no two alike; records: inputs that
+    are already settled (missing files as errors, earlier outputs listed as inputs as skipped).
+    """
+
+    jobs: list[tuple[Path, Path]] = field(default_factory=list)
+    records: list[ImageRecord] = field(default_factory=list)
+
+
+def check_suffix(suffix: str) -> None:
+    """A suffix is part of a file name: no folder separators, not '.'/'..', no NUL."""
+    if any(c in suffix for c in ("/", "\\", "\0")) or suffix in (".", ".."):
+        raise PlanError(f"--suffix {suffix!r} must be part of a file name (no '/' or '\\'), e.g. --suffix _cloaked")
+
+
+def common_root(inputs: list[Path]) -> Path:
+    """The folder all outputs are placed relative to: the deepest common folder of the inputs,
+    where a folder input counts as itself and a file as its parent folder (so one folder maps onto
+    --out itself, as before, and files from several folders keep their relative paths)."""
+    folders = [os.path.abspath(p if p.is_dir() else p.parent) for p in inputs]
+    return Path(os.path.commonpath(folders)) if folders else Path.cwd()
+
+
+def plan(inputs: Iterable[str | Path], opts: ProtectOptions) -> Plan:
+    """Pair each input with its own output, or raise ``PlanError`` before anything is written.
+
+    Rules: outputs mirror each input's path relative to :func:`common_root`; the same file given
+    twice is one job; ``--out`` equal to or containing an input needs a ``--suffix`` (then files
+    inside --out whose name ends with it are earlier outputs, not inputs); two inputs that would
+    share an output are told apart by their source extension (``b.gif`` -> ``b_gif.png`` beside
+    ``b.png``) or refused; no output may be an input of the run.
+    """
+    check_suffix(opts.suffix)
+    given = [Path(g) for g in inputs]
+    present = [g for g in given if g.exists()]
+    out = Path(opts.out)
+    overlapping = [g for g in present if is_inside(g, out)]
+    if overlapping and not opts.suffix:
+        raise PlanError(
+            f"--out {out} is or contains the input {overlapping[0]}: protected copies would replace or mix with "
+            "the originals, and re-runs would read them back as inputs. Choose an --out folder outside the inputs "
+            "(if that input is an earlier output, leave --out out of the list), or add --suffix (e.g. --suffix "
+            "_cloaked) to write beside them."
+        )
+    result = Plan()
+    # Folders walked for inputs skip --out, unless --out is one of them (then the suffix tells outputs apart).
+    exclude = None if any(g.is_dir() and is_inside(g, out) for g in present) else out
+    seen: set[str] = set()
+    files: list[Path] = []
+    for g in given:
         try:
-            for path, root in iter_inputs([given], opts.recursive, exclude_dir=opts.out):
-                try:
-                    jobs.append((path, output_path_for(path, root, opts.out, opts.suffix, opts.fmt)))
-                except ImageError as e:
-                    errors.append(ImageRecord(str(path), None, "error", str(e)))
+            found = list(iter_inputs([g], opts.recursive, exclude_dir=exclude))
         except ImageError as e:
-            errors.append(ImageRecord(str(given), None, "error", str(e)))
-    return jobs, errors
+            result.records.append(ImageRecord(str(g), None, "error", str(e)))
+            continue
+        for path, _ in found:
+            key = os.path.normcase(str(path.resolve()))
+            if key in seen:
+                continue
+            seen.add(key)
+            if opts.suffix and is_inside(path, out) and path.stem.endswith(opts.suffix):
+                if not g.is_dir():  # listed by name: say why it is left out
+                    result.records.append(ImageRecord(str(path), None, "skipped", f"{path}: inside --out and named like an output (…{opts.suffix}); not re-read as an input"))
+                continue
+            files.append(path)
+    root = common_root(present)
+    dests = [_destination(f, root, opts) for f in files]
+    result.jobs = list(zip(files, _disambiguate(files, dests)))
+    _check_no_input_is_a_destination(result.jobs, {os.path.normcase(str(f.resolve())) for f in files})
+    return result
 
 
-def run(cloaker, inputs: Iterable[str | Path], opts: ProtectOptions, on_progress: Callable[[ImageRecord], None] | None = None, on_plan: Callable[[int], None] | None = None) -> Summary:
-    t0 = time.perf_counter()
-    jobs, summary_records = plan(inputs, opts)
-    summary = Summary(records=summary_records)
-    if on_plan:
-        on_plan(len(jobs))
-    todo = []
+def _destination(path: Path, root: Path, opts: ProtectOptions) -> Path:
+    rel = Path(os.path.abspath(path)).relative_to(root)
+    return output_path_for(root / rel, root, opts.out, opts.suffix, opts.fmt)
+
+
+def _disambiguate(files: list[Path], dests: list[Path]) -> list[Path]:
+    """Give inputs that would share an output distinct names: those whose extension changed get
+    their source extension in the name (``a.jpg`` -> ``a_jpg.png`` when ``a.png`` is also there);
+    refuse (PlanError) when that still leaves two alike."""
+    key = lambda p: os.path.normcase(os.path.abspath(p))  # noqa: E731
+    groups: dict[str, list[int]] = {}
+    for i, d in enumerate(dests):
+        groups.setdefault(key(d), []).append(i)
+    out = list(dests)
+    for idx in groups.values():
+        if len(idx) > 1:
+            for i in idx:
+                src_ext = files[i].suffix.lower().lstrip(".")
+                if src_ext and src_ext != dests[i].suffix.lower().lstrip("."):
+                    out[i] = dests[i].with_name(f"{dests[i].stem}_{src_ext}{dests[i].suffix}")
+    final: dict[str, int] = {}
+    for i, d in enumerate(out):
+        j = final.setdefault(key(d), i)
+        if j != i:
+            raise PlanError(
+                f"{files[j]} and {files[i]} would both be written to {d}. Protect them in separate runs "
+                "with different --out folders, or rename one."
+            )
+    return out
+
+
+def _check_no_input_is_a_destination(jobs: list[tuple[Path, Path]], inputs: set[str]) -> None:
     for src, dst in jobs:
+        if os.path.normcase(str(dst.resolve())) in inputs:
+            raise PlanError(f"the output for {src} would be {dst}, which is an input of this run. Choose another --out or --suffix.")
+
+
+def run(cloaker, inputs: Iterable[str | Path] | Plan, opts: ProtectOptions, on_progress: Callable[[ImageRecord], None] | None = None, on_plan: Callable[[int], None] | None = None) -> Summary:
+    """Protect every planned job. ``inputs`` is a :class:`Plan` or paths to :func:`plan` first
+    (which raises ``PlanError`` before any work)."""
+    t0 = time.perf_counter()
+    p = inputs if isinstance(inputs, Plan) else plan(inputs, opts)
+    summary = Summary(records=list(p.records))
+    if on_plan:
+        on_plan(len(p.jobs))
+    todo = []
+    for src, dst in p.jobs:
         if dst.exists() and not opts.overwrite:
             rec = ImageRecord(str(src), str(dst), "skipped", "output exists (use --overwrite to redo)")
             summary.records.append(rec)
@@ -139,13 +284,7 @@ def _run_batch(cloaker, batch: list[tuple[Path, Path]], opts: ProtectOptions) ->
     per = (time.perf_counter() - t0) / len(loaded)
     for (src, dst, img), res in zip(loaded, results):
         faces = [dataclasses.asdict(f) for f in res.faces]
-        protected = sum(f["status"] == "protected" for f in faces)
-        if not faces:
-            status, msg = "no_face", "no face found; copied unchanged (metadata policy still applied)"
-        elif not protected:
-            status, msg = "no_face", f"{len(faces)} face(s) smaller than --min-face; copied unchanged. Lower --min-face to protect them"
-        else:
-            status, msg = "ok", ""
+        status, msg = image_status(faces, getattr(getattr(cloaker, "cfg", None), "min_face", None))
         try:
             save_image(dst, dataclasses.replace(img, rgb=res.rgb), fmt=opts.fmt, quality=opts.quality, keep_metadata=opts.keep_metadata)
         except ImageError as e:
@@ -153,6 +292,19 @@ def _run_batch(cloaker, batch: list[tuple[Path, Path]], opts: ProtectOptions) ->
             continue
         records.append(ImageRecord(str(src), str(dst), status, msg, faces, round(per, 4)))
     return records
+
+
+def image_status(faces: list[dict], min_face: float | None = None) -> tuple[str, str]:
+    """(status, message) of a written photo: ``ok`` when every face found was protected,
+    ``faces_unprotected`` when any was left unchanged, ``no_face`` when none was found."""
+    small = sum(f["status"] == "too_small" for f in faces)
+    if not faces:
+        return "no_face", "no face found; copied unchanged (metadata policy still applied)"
+    if small:
+        limit = f" (eye distance under {min_face:g} px)" if min_face else ""
+        return "faces_unprotected", (f"{small} of {len(faces)} face(s) below --min-face{limit} left UNCHANGED and still "
+                                     "recognisable; lower --min-face to protect them")
+    return "ok", ""
 
 
 def write_report(summary: Summary, path: Path) -> None:

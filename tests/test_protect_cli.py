@@ -8,7 +8,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from facecloak.cli import app
-from tests.fakes import FixedDetector, landmarks_at, tiny_cloaker
+from tests.fakes import FakeRecognizer, FixedDetector, landmarks_at, tiny_cloaker
 
 
 @pytest.fixture(autouse=True)
@@ -174,3 +174,151 @@ def test_usage_errors_exit_2(tmp_path):
     assert run(tmp_path, "--mode", "turbo").exit_code == 2
     r = run(tmp_path / "missing.jpg", "--out", tmp_path / "o", "--quiet")
     assert r.exit_code == 1
+
+
+# ----------------------------------------------------------------------------- issue 12: say it
+
+
+def two_face_cloaker(**kw):
+    """One face the network protects (eye distance 60) and one below --min-face (eye distance 12)."""
+    cfg = kw["config"]
+    return tiny_cloaker(FixedDetector(default=[landmarks_at(100, 120), landmarks_at(250, 200, eye=12)]),
+                        mode=cfg.mode, min_face=cfg.min_face, seed=cfg.seed)
+
+
+def test_faces_below_min_face_have_their_own_status_count_and_strict_exit(tmp_path, monkeypatch):
+    import facecloak.pretrained as pre
+
+    monkeypatch.setattr(pre, "build_cloaker", two_face_cloaker)
+    src = tmp_path / "in"
+    make_photos(src, 1)
+    r = run(src, "--out", tmp_path / "out", "--report", tmp_path / "r.json")
+    rep = json.loads((tmp_path / "r.json").read_text())
+    rec = rep["records"][0]
+    assert r.exit_code == 0
+    assert rec["status"] == "faces_unprotected" and "1 of 2" in rec["message"] and "--min-face" in rec["message"]
+    assert rep["faces_unprotected"] == 1 and rep["ok"] == 0
+    assert (rep["faces_found"], rep["faces_protected"], rep["faces_left_unprotected"]) == (2, 1, 1)
+    assert rep["unprotected_reasons"] == {"too_small": 1}
+    assert "2 found, 1 protected, 1 left unprotected (1 below --min-face)" in " ".join(r.output.split())
+    assert run(src, "--out", tmp_path / "out2", "--strict", "--quiet").exit_code == 1
+    # all faces too small: not "no_face" any more
+    assert run(src, "--out", tmp_path / "out3", "--min-face", "100", "--report", tmp_path / "r3.json", "--quiet").exit_code == 0
+    rep = json.loads((tmp_path / "r3.json").read_text())
+    assert rep["records"][0]["status"] == "faces_unprotected" and rep["no_face"] == 0 and rep["unprotected_reasons"] == {"too_small": 2}
+
+
+def test_summary_counts_faces_and_warns_that_fast_mode_without_verify_may_match(tmp_path):
+    src = tmp_path / "in"
+    make_photos(src, 2)
+    r = run(src, "--out", tmp_path / "out", "--report", tmp_path / "r.json")
+    text = " ".join(r.output.split())
+    assert r.exit_code == 0 and "faces: 2 found, 2 protected, 0 left unprotected" in text
+    assert "fast mode often leaves faces matchable" in text and "--mode strong --verify" in text
+    assert json.loads((tmp_path / "r.json").read_text())["caveat"].startswith("fast mode")
+    r = run(src, "--out", tmp_path / "out2", "--verify")
+    assert r.exit_code == 0 and "matchable" not in r.output  # --verify says per face instead
+
+
+def test_verify_says_when_a_verifier_is_unavailable(tmp_path, monkeypatch):
+    import facecloak.pretrained as pre
+
+    def load(name, device="cpu"):
+        if name == "dlib_resnet":
+            raise ImportError("No module named 'dlib'")
+        return FakeRecognizer()
+
+    monkeypatch.setattr(pre, "load_recognizer", load)
+    missing = {}
+    got = pre.load_verifiers("cpu", missing=missing)
+    assert set(got) == {"facenet_casia", "sface"} and "dlib" in missing["dlib_resnet"] and "facecloak[eval]" in missing["dlib_resnet"]
+
+    def build(**kw):
+        ck = tiny_cloaker(FixedDetector(default=[landmarks_at(150, 150)]))
+        ck.verifiers = pre.load_verifiers("cpu", missing=(m := {}))
+        ck.unavailable_verifiers = m
+        return ck
+
+    monkeypatch.setattr(pre, "build_cloaker", build)
+    src = tmp_path / "in"
+    make_photos(src, 1)
+    for quiet in ([], ["--quiet"]):
+        r = run(src, "--out", tmp_path / "out", "--verify", "--overwrite", "--report", tmp_path / "r.json", *quiet)
+        assert r.exit_code == 0 and "dlib_resnet could not be loaded" in " ".join(r.output.split())
+    rep = json.loads((tmp_path / "r.json").read_text())
+    assert rep["verify"] and rep["caveat"] is None and "dlib_resnet" in rep["warnings"][0]
+    assert set(rep["records"][0]["faces"][0]["verify"]) == {"facenet_casia", "sface"}
+
+
+def test_max_pixels_is_an_option(tmp_path):
+    src = tmp_path / "in"
+    make_photos(src, 1)  # 320 x 300 = 96,000 pixels
+    r = run(src, "--out", tmp_path / "o1", "--max-pixels", "50000", "--report", tmp_path / "r.json", "--quiet")
+    rec = json.loads((tmp_path / "r.json").read_text())["records"][0]
+    assert r.exit_code == 1 and rec["status"] == "error" and "--max-pixels" in rec["message"]
+    assert run(src, "--out", tmp_path / "o2", "--max-pixels", "100000", "--quiet").exit_code == 0
+    assert run(src, "--out", tmp_path / "o3", "--max-pixels", "0", "--quiet").exit_code == 0  # 0: no limit
+    assert run(src, "--out", tmp_path / "o4", "--max-pixels", "-1", "--quiet").exit_code == 2
+
+
+def test_usage_errors_are_found_before_any_work(tmp_path):
+    src = tmp_path / "in"
+    make_photos(src, 1)
+    cases = {
+        "missing list": ["--from-list", tmp_path / "nope.txt"],
+        "suffix with a folder": [src, "--suffix", "a/b"],
+        "unknown device": [src, "--device", "foo"],
+        "unknown format": [src, "--format", "tiff"],
+    }
+    for name, args in cases.items():
+        r = run(*args, "--out", tmp_path / "out", "--quiet")
+        assert r.exit_code == 2, (name, r.output)
+        assert r.output.strip().startswith("error:") and "Traceback" not in r.output, name
+        assert not isinstance(r.exception, Exception) or isinstance(r.exception, SystemExit), name
+    assert not (tmp_path / "out").exists()
+
+
+def test_keep_metadata_output_carries_no_preview_of_the_face(tmp_path):
+    import base64
+
+    from tests.test_imageio import exif_with_previews, jpeg_bytes, xmp_with_previews
+
+    src = tmp_path / "in"
+    (p,) = make_photos(src, 1)
+    rgb = np.asarray(Image.open(p))
+    preview = jpeg_bytes(rgb[::8, ::8].copy())  # what a camera stores: a small copy of the photo
+    Image.fromarray(rgb).save(p, exif=exif_with_previews(preview, preview), xmp=xmp_with_previews(base64.b64encode(preview).decode()))
+    assert p.read_bytes().count(b"\xff\xd8\xff") == 3
+    assert run(p, "--out", tmp_path / "out", "--keep-metadata", "--quiet").exit_code == 0
+    data = (tmp_path / "out" / "p0.jpg").read_bytes()
+    assert data.count(b"\xff\xd8\xff") == 1 and b"/9j/" not in data and b"Ann Keep" in data
+
+
+def test_verify_runs_each_verifier_on_its_own_device():
+    """A verifier whose weights live elsewhere than the crops (CUDA in real use) gets tensors on
+    its device. Old code fed it the crops' device and every batch failed."""
+    import torch
+
+    from facecloak.cloak import Cloaker
+
+    class Stub(torch.nn.Module):
+        def __init__(self, device):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.zeros(1, device=device))
+            self.seen = []
+
+        def forward(self, x):
+            if x.device != self.w.device:
+                raise RuntimeError(f"input on {x.device}, weights on {self.w.device}")
+            self.seen.append(x.device)
+            return torch.nn.functional.normalize(torch.ones(x.shape[0], 4), dim=1)  # results come back on the CPU
+
+    devices = ["meta"] + (["cuda"] if torch.cuda.is_available() else [])
+    stubs = {f"stub_{d}": (Stub(d), 0.5) for d in devices}
+    ck: Cloaker = tiny_cloaker(FixedDetector(default=[landmarks_at(150, 150)]))
+    ck.verifiers = stubs
+    img = np.random.default_rng(0).integers(0, 255, (300, 320, 3), dtype=np.uint8)
+    res = ck.protect_images([img])[0]
+    for name, (stub, _) in stubs.items():
+        assert stub.seen and stub.seen[0].type == name.split("_")[1]
+        assert res.faces[0].verify[name]["cos"] == 1.0 and res.faces[0].verify[name]["still_matches"]
