@@ -403,6 +403,8 @@ def eval_cmd(
     sweep: Annotated[bool, typer.Option("--sweep", help="Also trace quality vs ASR (LGC eps 1..7, facecloak strength).")] = False,
     limit: Annotated[Optional[int], typer.Option("--limit", help="De-identify at most N faces (quick look).")] = None,
     steps_scale: Annotated[float, typer.Option("--steps-scale", help="Scale the iterations of strong mode and the adversarial baselines.")] = 1.0,
+    e2e: Annotated[bool, typer.Option("--e2e/--no-e2e", help="Also protect the whole photos as `protect` does and re-detect them with dlib's HOG detector.")] = True,
+    impostor_fakes: Annotated[str, typer.Option("--impostor-fakes", help="Generated faces in the FAR 1e-3 impostor set: dcgan | stylegan.")] = "dcgan",
     device: DeviceOpt = "auto",
     seed: SeedOpt = 0,
     quiet: QuietOpt = False,
@@ -413,6 +415,7 @@ def eval_cmd(
         facecloak eval --benchmark orl --out eval-orl
         facecloak eval --benchmark lfw --data ~/lfw --out eval-lfw
         facecloak eval --benchmark folder --data ~/people --methods facecloak_fast,blur
+        facecloak eval --benchmark orl --no-e2e --methods facecloak_fast   # crops only, quicker
     """
     import time
 
@@ -428,7 +431,10 @@ def eval_cmd(
     rs = tuple(r.strip() for r in recognizers.split(",")) if recognizers else (WHITE_BOX, *BLACK_BOXES)
     if set(rs) - {WHITE_BOX, *BLACK_BOXES}:
         raise UserError(f"unknown recognizer(s) {sorted(set(rs) - {WHITE_BOX, *BLACK_BOXES})}; choose from {', '.join((WHITE_BOX, *BLACK_BOXES))}")
+    from .eval.impostors import FAKE_SOURCES
 
+    if impostor_fakes not in FAKE_SOURCES:
+        raise UserError(f"--impostor-fakes must be one of {', '.join(FAKE_SOURCES)}, not {impostor_fakes!r}")
     t0 = time.perf_counter()
     with console.status("preparing the benchmark (detect + align, cached)"):
         if benchmark == "orl":
@@ -442,10 +448,11 @@ def eval_cmd(
     base = EvalConfig()
     scaled = {f: max(1, round(getattr(base, f) * steps_scale)) for f in ("strong_steps", "lgc_steps", "tip_im_steps", "fawkes_steps")}
     cfg = EvalConfig(benchmark=benchmark, data=str(data) if data else None, out=str(out), methods=ms, recognizers=rs, weights=weights,
-                     seed=seed, device=dev, sweep=sweep, limit=limit, **scaled)
+                     seed=seed, device=dev, sweep=sweep, limit=limit, e2e=e2e, impostor_fakes=impostor_fakes, **scaled)
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    n_stages = len(ms) + (11 if sweep else 0) + len(rs) + 2  # de-identify each method, quality, each recognizer, report
+    # de-identify original + each method, quality, e2e (originals + 2 modes), impostor set, each recognizer, report
+    n_stages = 1 + len(ms) + (11 if sweep else 0) + (3 if e2e else 0) + len(rs) + 3
     bar = Progress(TextColumn("{task.description:<34}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console, disable=quiet)
     task = bar.add_task("eval", total=n_stages)
 
@@ -526,7 +533,7 @@ def data_build_bank(
 
     # Training faces only: filtering against the evaluation faces would tune the bank to them,
     # while the eval claims those identities were never seen (issue 13, split hygiene).
-    real = torch.cat([read_crops(offline_crops("train")), read_crops(offline_crops("eval"))])
+    real = read_crops(offline_crops("train"))
     feats, idx, stats = build_bank(load_arcface(), load_dcgan(), real, n_candidates, far_cos, seed)
     save_bank(out, feats, idx, stats)
     console.print(f"kept {stats['kept']} of {n_candidates} fake identities (cos < {far_cos} to {stats['real_faces']} real faces) -> {out}")

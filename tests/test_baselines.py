@@ -160,3 +160,14 @@ def test_registry_and_shapes(en, faces):
     for name, fn in B.BASELINES.items():
         out = fn(faces[:1], en, **small.get(name, {}))
         assert out.shape == (1, 3, 256, 256) and out.dtype == faces.dtype, name
+
+
+def test_eval_runs_the_baselines_at_their_own_default_budgets():
+    """Issue 13: the adversarial baselines must not run at a fraction of their defaults."""
+    import inspect
+
+    from facecloak.eval.runner import EvalConfig
+
+    cfg = EvalConfig()
+    for field, fn in (("lgc_steps", B.lgc), ("tip_im_steps", B.tip_im), ("fawkes_steps", B.fawkes_style)):
+        assert getattr(cfg, field) == inspect.signature(fn).parameters["steps"].default, field

@@ -42,9 +42,22 @@ def test_eval_cli_writes_complete_report(tmp_path, monkeypatch):
     import facecloak.zoo.registry as reg
     from facecloak.cache import cache_dir
 
+    import facecloak.data.crops as crops_mod
+    import facecloak.eval.impostors as imp
+
     real_cache = cache_dir()
     monkeypatch.setenv("FACECLOAK_CACHE", str(tmp_path / "cache"))
     monkeypatch.setattr(reg.ModelRecord, "cache_path", lambda self: real_cache / "models" / self.name / self.filename)
+    # A small labelled "training split" for the FAR impostor set (named like data.crops.crop_all_faces
+    # names them), and fewer fakes than the 100,000-pair minimum needs, to keep the test short.
+    train = tmp_path / "train"
+    train.mkdir()
+    for i, f in enumerate(["obama.jpg", "biden.jpg"]):
+        shutil.copy(FACES / f, train / f"{f[:-4]}__photo{i}_0.png")
+    monkeypatch.setattr(crops_mod, "offline_crops", lambda split, device="cpu": train)
+    monkeypatch.setattr(imp, "MIN_PAIRS", 300)
+    full_set = imp.training_impostor_set
+    monkeypatch.setattr(imp, "training_impostor_set", lambda fakes, n_fakes=0, seed=7: full_set(fakes, 0, seed))
     data = lfw_fixture(tmp_path / "data")
     out = tmp_path / "out"
     r = CliRunner().invoke(app, ["eval", "--benchmark", "lfw", "--data", str(data / "lfw"), "--out", str(out),
@@ -52,12 +65,32 @@ def test_eval_cli_writes_complete_report(tmp_path, monkeypatch):
                                  "--steps-scale", "0.1", "--sweep", "--quiet", "--device", "cpu"])
     assert r.exit_code == 0, r.output
     rep = json.loads((out / "report.json").read_text())
+    kinds = ("asr", "asr_far", "asr_published", "asr_same", "asr_same_far", "asr_same_published")
+    for rec in ("arcface_mbf", "sface"):
+        t = rep["thresholds"][rec]
+        assert set(t) >= {"best_accuracy", "far_1e-3", "published"} and t["impostor_pairs"] >= 300
+        assert -1 < t["best_accuracy"] < 1 and -1 < t["far_1e-3"] < 1
+    assert rep["thresholds"]["sface"]["published"] == 0.363 and rep["thresholds"]["arcface_mbf"]["published"] is None
+    for m in ("original", "facecloak_fast", "blur", "lgc"):
+        v = rep["methods"][m]
+        for rec in ("arcface_mbf", "sface"):
+            assert 0 <= v["asr"][rec] <= 1
+            for k in kinds:
+                assert v[k][rec] is None if (k.endswith("published") and rec == "arcface_mbf") else 0 <= v[k][rec] <= 1, (m, k, rec)
+            assert set(v["robustness"]) == set(v["robustness_far"]) == {"median_blur", "gaussian_blur", "jpeg", "bit_depth"}
     for m in ("facecloak_fast", "blur", "lgc"):
         v = rep["methods"][m]
         assert 10 < v["quality"]["psnr"]["mean"] < 80 and 0 <= v["quality"]["lpips"]["mean"] < 1
-        for rec in ("arcface_mbf", "sface"):
-            assert 0 <= v["asr"][rec] <= 1
-            assert set(v["robustness"]) == {"median_blur", "gaussian_blur", "jpeg", "bit_depth"}
+    # The no-change row: every face matches its own photo, so same-photo ASR is 0 at every threshold.
+    assert rep["methods"]["original"]["asr_same"]["sface"] == 0 == rep["methods"]["original"]["asr_same_far"]["arcface_mbf"]
+    # End to end: the fixture photos protected as `protect` does and re-detected by dlib's HOG.
+    for m in ("original", "facecloak_fast"):
+        e = rep["methods"][m]["e2e"]
+        assert e["detected"] == 1.0 and e["quality"]["n"] == rep["data"]["deidentified_faces"] == 3
+        for k in kinds:
+            assert e[k]["sface"] is not None and 0 <= e[k]["sface"] <= 1
+    assert 0 < rep["methods"]["facecloak_fast"]["e2e"]["quality"]["lpips"]["mean"] < 0.5
+    assert "e2e" not in rep["methods"]["blur"]  # baselines work on crops only
     # LGC attacks EN directly with eps 4/255: its PSNR stays high
     assert rep["methods"]["lgc"]["quality"]["psnr"]["mean"] > 35
     assert rep["original"]["threshold"]["arcface_mbf"] < 0.9
@@ -70,4 +103,5 @@ def test_eval_cli_writes_complete_report(tmp_path, monkeypatch):
     assert rep["methods"]["facecloak_s0.5"]["quality"]["psnr"]["mean"] > rep["methods"]["facecloak_fast"]["quality"]["psnr"]["mean"]
     for f in ("report.md", "grid.png", "tradeoff.png", "cmc_sface.png"):
         assert (out / f).exists(), f
-    assert "Table 8" in (out / "report.md").read_text()
+    md = (out / "report.md").read_text()
+    assert "Table 8" in md and md.index("FAR = 1e-3") < md.index("paper protocol")

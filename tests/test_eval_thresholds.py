@@ -103,3 +103,17 @@ def test_impostor_scores_take_each_pair_of_different_people_once():
     assert sorted(P.impostor_scores(sim, labels).tolist()) == [2.0, 3.0, 6.0, 7.0, 11.0]
     n = 500
     assert P.impostor_scores(np.zeros((n, n)), np.arange(n)).size == n * (n - 1) // 2
+
+
+def test_enough_fakes_are_added_for_100k_impostor_pairs():
+    from facecloak.eval.impostors import MIN_PAIRS, fakes_needed
+
+    labels = [f"p{i // 10}" for i in range(300)]  # 30 people x 10 faces: 43,500 real impostor pairs
+    n = fakes_needed(labels)
+
+    def pairs(k):
+        every = P.impostor_scores(np.zeros((300 + k,) * 2), labels + [f"fake{j}" for j in range(k)])
+        return every.size
+
+    assert pairs(n) >= MIN_PAIRS > pairs(n - 1)
+    assert fakes_needed(labels, min_pairs=10) == 0

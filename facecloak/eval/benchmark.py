@@ -28,6 +28,7 @@ class Benchmark:
     id_sets: list[list[str]]  # 3 sets of keys, one image per person each
     description: str = ""
     dropped: list[str] = field(default_factory=list)  # images without a usable face
+    photos: dict[str, Path] = field(default_factory=dict)  # key -> the photo its crop came from (end-to-end mode)
 
     def describe(self) -> dict:
         g = sum(s for _, _, s in self.pairs)
@@ -41,6 +42,11 @@ class Benchmark:
 
 def _key(person: str, path: Path) -> str:
     return f"{person}/{path.stem}"
+
+
+def source_photos(identities: dict[str, list[Path]], crops: dict[str, Path]) -> dict[str, Path]:
+    """key -> source photo, for every image that has a crop."""
+    return {_key(person, p): p for person, paths in identities.items() for p in paths if _key(person, p) in crops}
 
 
 def align_identities(identities: dict[str, list[Path]], tag: str, device: str = "cpu") -> tuple[dict[str, Path], list[str]]:
@@ -115,7 +121,7 @@ def scaled_benchmark(name: str, identities: dict[str, list[Path]], tag: str, see
         description=f"scaled: {n_probe} probes (3 per person with >= 3 images, 1 per person with 2) de-identified; "
         f"{len(genuine)} genuine pairs (each probe vs every other image of its person) + {len(pairs) - len(genuine)} seeded "
         f"impostor pairs for the threshold; 1:N over the {len(sets[0])} people with >= 3 images (3 sets, 6 ordered pairs)",
-        dropped=dropped,
+        dropped=dropped, photos=source_photos(identities, crops),
     )
 
 
@@ -159,5 +165,5 @@ def lfw_benchmark(root: Path, pairs_file: Path | None = None, seed: int = 0, n_p
         "lfw", crops, {k: k.split("/", 1)[0] for k in crops}, kept, id_sets,
         description=f"LFW pairs.txt ({len(kept)} of {len(pairs)} pairs with detectable faces); 1:N: "
         f"{len(id_sets[0])} people x 3 images, seed {seed}",
-        dropped=dropped,
+        dropped=dropped, photos=source_photos({p: sorted(v) for p, v in identities.items()}, crops),
     )

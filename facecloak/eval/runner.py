@@ -4,12 +4,21 @@ For each method M and each recognizer R (EN = ArcFace is the white box, the rest
 boxes that played no part in training):
 
 * quality: PSNR, SSIM, LPIPS-alex between C and D, per image, then mean and median;
-* 1:1: the best-accuracy threshold of R on the *original* pairs, then ASR = share of genuine
-  pairs (D(I1), I2) judged impostor; "Original" is the same share before de-identification;
+* thresholds of R, three kinds (``facecloak.eval.thresholds``): best accuracy on the benchmark's
+  *original* pairs (the paper's protocol), FAR = 1e-3 on a training-only impostor set of
+  >= 100,000 pairs (``facecloak.eval.impostors``), and R's published operating point;
+* 1:1: ASR = share of genuine pairs (D(I1), I2) judged impostor, at each threshold kind
+  (``asr``, ``asr_far``, ``asr_published``); same-photo ASR = share of faces D(I) judged another
+  person than their own original I (``asr_same``, ``asr_same_far``, ``asr_same_published``);
 * 1:N: Rank-1, Rank-5 and CMC of de-identified probes against original galleries, averaged
   over the 6 ordered (probe set, gallery set) pairs;
-* robustness: ASR again after each image-processing attack on D;
+* robustness: ASR again after each image-processing attack on D, for every method including
+  ``original`` (D = C), so the attack's own effect on recognition is visible;
+* end to end (``--e2e``, ``facecloak.eval.e2e``): the probe photos protected as the CLI does,
+  re-detected by dlib's HOG detector; ``methods.<name>.e2e`` holds the same ASR keys and quality;
 * time per face.
+
+``methods.original`` is the no-change row: C scored as if it were D.
 
 Embeddings of the original faces are cached on disk per recognizer, so a second run with
 another method only recomputes what changed.
@@ -29,6 +38,7 @@ import torch
 from ..cache import cache_dir
 from . import attacks as A
 from . import protocols as P
+from . import thresholds as T
 from .benchmark import Benchmark
 
 BLACK_BOXES = ("facenet_casia", "sface", "dlib_resnet")
@@ -48,15 +58,18 @@ class EvalConfig:
     seed: int = 0
     device: str = "auto"
     batch_size: int = 16
-    # Iteration budgets sized so the offline benchmark runs on a 2-core CPU in minutes; scale
-    # them with `--steps-scale` (e.g. 5 on a GPU for Fawkes' original iteration counts).
+    # The adversarial baselines run at their own default budgets (the defaults of
+    # facecloak.eval.baselines); `--steps-scale` scales these and strong mode's steps.
     strong_steps: int = 20
     lgc_steps: int = 20
-    tip_im_steps: int = 30
-    fawkes_steps: int = 40
+    tip_im_steps: int = 50
+    fawkes_steps: int = 100
     sweep: bool = False
     limit: int | None = None  # de-identify at most this many images (quick runs, tests)
     grid_faces: int = 4
+    e2e: bool = True  # whole-photo protocol, where the benchmark has photos
+    impostor_fakes: str = "dcgan"  # fake-face source of the FAR impostor set (impostors.FAKE_SOURCES)
+    impostor_n_fakes: int = 320
 
 
 @dataclass
@@ -92,6 +105,11 @@ def _baseline(name: str, **params):
     return run
 
 
+def _original(x: torch.Tensor, keys: list[str], ctx: Context) -> torch.Tensor:
+    """The no-change baseline: D = C."""
+    return x
+
+
 def method_table(cfg: EvalConfig) -> dict[str, Callable]:
     return {
         "facecloak_fast": _facecloak("fast"),
@@ -121,7 +139,10 @@ def to_batch(imgs: list[np.ndarray]) -> torch.Tensor:
 
 @torch.no_grad()
 def embed(model, imgs: list[np.ndarray], batch: int = 32) -> np.ndarray:
-    out = [model(to_batch(imgs[i : i + batch]).to(next(iter(model.parameters()), torch.zeros(0)).device)).cpu().numpy() for i in range(0, len(imgs), batch)]
+    """*Raw* embeddings (``model.embed``, before L2 normalisation): dlib's published rule needs
+    them. Cosines normalise them again (``thresholds.rule_scores``)."""
+    dev = next(iter(model.parameters()), torch.zeros(0)).device
+    out = [model.embed(to_batch(imgs[i : i + batch]).to(dev)).float().cpu().numpy() for i in range(0, len(imgs), batch)]
     return np.concatenate(out) if out else np.zeros((0, getattr(model, "dim", 1)))
 
 
@@ -132,7 +153,9 @@ def cached_original_embeddings(bench: Benchmark, name: str, model, originals: di
     root = cache_dir() / "eval-emb" / name
     root.mkdir(parents=True, exist_ok=True)
     tags = {k: hashlib.sha256(f"{p.resolve()}:{p.stat().st_mtime_ns}".encode()).hexdigest()[:16] for k, p in bench.crops.items()}
-    path = root / f"{bench.name}.npz"
+    from .impostors import EMB_VERSION
+
+    path = root / f"{bench.name}-v{EMB_VERSION}.npz"
     have = dict(np.load(path)) if path.exists() else {}
     todo = [k for k in bench.crops if tags[k] not in have]
     if todo:
@@ -157,15 +180,25 @@ def run_eval(bench: Benchmark, cfg: EvalConfig, progress: Callable[[str, int, in
         deid_keys = deid_keys[: cfg.limit]
     en = load_recognizer(WHITE_BOX, device)
     ctx = Context(cfg, device, en)
-    methods = {m: f for m, f in method_table(cfg).items() if m in cfg.methods}
+    methods = {"original": _original, **{m: f for m, f in method_table(cfg).items() if m in cfg.methods}}
     if cfg.sweep:
         methods.update(sweep_table(cfg))
+    e2e_modes = [m.split("_", 1)[1] for m in ("facecloak_fast", "facecloak_strong") if m in cfg.methods] if cfg.e2e and bench.photos else []
     if any(m.startswith("facecloak") for m in methods):
         from ..cloak import CloakConfig
         from ..pretrained import build_cloaker
 
         ctx.cloaker = build_cloaker(weights=cfg.weights, device=str(device), config=CloakConfig(seed=cfg.seed, strong_steps=cfg.strong_steps, batch_size=cfg.batch_size))
 
+    timing: dict[str, float] = {}
+    clock = [time.perf_counter()]
+
+    def lap(name: str) -> None:  # wall seconds per phase, so a slow run shows where its time went
+        now = time.perf_counter()
+        timing[name] = round(now - clock[0], 1)
+        clock[0] = now
+
+    lap("load models")
     deid: dict[str, dict[str, np.ndarray]] = {}
     seconds: dict[str, float] = {}
     for i, (name, fn) in enumerate(methods.items()):
@@ -174,6 +207,12 @@ def run_eval(bench: Benchmark, cfg: EvalConfig, progress: Callable[[str, int, in
 
     step("quality (PSNR, SSIM, LPIPS-alex)", 0, 1)
     quality = {m: _quality(originals, d) for m, d in deid.items()}
+    lap("de-identify + quality")
+
+    e2e = None
+    if e2e_modes or (cfg.e2e and bench.photos):
+        e2e = _run_e2e(bench, deid_keys, originals, e2e_modes, ctx, step)
+        lap("e2e: protect photos + HOG")
 
     recs = {}
     for name in cfg.recognizers:
@@ -184,17 +223,30 @@ def run_eval(bench: Benchmark, cfg: EvalConfig, progress: Callable[[str, int, in
 
             recs[name] = None
             warnings.warn(f"skipping {name}: {e}; install facecloak[eval]", stacklevel=2)
-    report = _protocols(bench, originals, deid, recs, step)
+    step("impostor set (training faces + fakes)", 0, 1)
+    from .impostors import training_impostor_set
+
+    iset = training_impostor_set(cfg.impostor_fakes, cfg.impostor_n_fakes, seed=7)
+    report = _protocols(bench, originals, deid, recs, iset, step, e2e)
+    lap("recognizers: thresholds, ASR, attacks")
     for m in deid:
         report["methods"][m]["quality"] = quality[m]
         report["methods"][m]["seconds_per_face"] = seconds[m]
+    if e2e is not None:
+        for m in e2e.views:
+            if m in report["methods"]:
+                report["methods"][m]["e2e"]["quality"] = _quality(e2e.reference, e2e.same_place[m])
+                report["methods"][m]["e2e"]["detected"] = e2e.detected[m]
+                report["methods"][m]["e2e"]["seconds_per_photo"] = e2e.seconds.get(m.split("_", 1)[-1])
     report.update(
         {
             "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(cfg).items()},
-            "data": {**bench.describe(), "deidentified_faces": len(deid_keys)},
+            "data": {**bench.describe(), "deidentified_faces": len(deid_keys), "impostors": iset.description,
+                     "e2e": e2e.description if e2e is not None else None},
             "recognizers": {"white_box": WHITE_BOX, "black_box": [r for r in cfg.recognizers if r != WHITE_BOX]},
             "software": _versions(),
             "device": str(device),
+            "timing_seconds": timing,
         }
     )
     (out / "report.json").write_text(json.dumps(report, indent=2, default=_np))
@@ -204,6 +256,23 @@ def run_eval(bench: Benchmark, cfg: EvalConfig, progress: Callable[[str, int, in
     write_markdown(report, out / "report.md")
     write_plots(report, originals, deid, deid_keys[: cfg.grid_faces], out)
     return report
+
+
+def _run_e2e(bench, deid_keys, originals, modes, ctx, step):
+    """Whole-photo protocol for the facecloak modes (the only methods that protect photos)."""
+    from ..cloak import CloakConfig, Cloaker
+    from .e2e import run_e2e
+
+    probes = [k for k in deid_keys if k in bench.photos]
+    gallery = sorted({b for a, b, s in bench.pairs if s and a in probes} & set(bench.photos))
+    ck = ctx.cloaker
+
+    def make_cloaker(mode: str):
+        # What `facecloak protect --mode MODE --seed SEED` builds: CloakConfig's defaults otherwise.
+        return Cloaker(ck.hn, ck.en, ck.bank, ck.detector, CloakConfig(mode=mode, seed=ctx.cfg.seed), device=ck.device)
+
+    retina = ck.detector if ck is not None else None
+    return run_e2e(bench.photos, probes, gallery, originals, modes, make_cloaker, retina, progress=lambda s: step(s, 0, 1))
 
 
 def _deidentify(fn, originals, keys, ctx) -> tuple[dict[str, np.ndarray], float]:
@@ -245,40 +314,104 @@ def _lpips_alex_cached(loader):
     return _LPIPS["alex"]
 
 
-def _protocols(bench, originals, deid, recs, step) -> dict:
-    methods: dict[str, dict] = {m: {"asr": {}, "rank1": {}, "rank5": {}, "cmc": {}, "robustness": {a: {} for a in ATTACKS}} for m in deid}
+@dataclass
+class OperatingPoints:
+    """One recognizer's thresholds, in score units (genuine iff score >= threshold)."""
+
+    best_accuracy: float
+    far: float
+    published: T.PublishedRule | None
+
+    def asr(self, a: np.ndarray, b: np.ndarray, prefix: str = "asr") -> dict[str, float]:
+        """ASR of pairs (a_i, b_i) of raw embeddings at every kind: ``{prefix, prefix_far, prefix_published}``."""
+        if len(a) == 0:
+            return {prefix: float("nan"), f"{prefix}_far": float("nan"), f"{prefix}_published": float("nan")}
+        cos = T.rule_scores("cosine", a, b)
+        out = {prefix: P.attack_success_ratio(cos, self.best_accuracy), f"{prefix}_far": P.attack_success_ratio(cos, self.far)}
+        p = self.published
+        out[f"{prefix}_published"] = P.attack_success_ratio(T.rule_scores(p.metric, a, b), p.score_threshold()) if p else None
+        return out
+
+
+def _fit_operating_points(rname, model, bench, emb, iset) -> tuple[OperatingPoints, dict, dict]:
+    """(operating points, thresholds report entry, original-faces stats) of one recognizer."""
+    from .impostors import fit_far_threshold, impostor_embeddings
+
+    e = {k: v for k, v in emb.items()}
+    a = np.stack([e[x] for x, _, _ in bench.pairs])
+    b = np.stack([e[y] for _, y, _ in bench.pairs])
+    scores = T.rule_scores("cosine", a, b)
+    same = np.array([s for _, _, s in bench.pairs])
+    best, acc = P.best_accuracy_threshold(scores, same)
+    far, n_pairs = fit_far_threshold(impostor_embeddings(rname, model, iset, embed), iset.labels)
+    pub = T.PUBLISHED.get(rname)
+    op = OperatingPoints(best, far, pub)
+    entry = {"best_accuracy": best, "far_1e-3": far, "published": pub.value if pub else None,
+             "published_metric": pub.metric if pub else None, "published_source": pub.source if pub else None,
+             "impostor_pairs": n_pairs, "far_fitted_on": "training faces + fakes only"}
+    if pub and pub.metric == "euclidean_raw":
+        med = float(np.median(np.linalg.norm(np.stack(list(e.values())), axis=1)))
+        entry["published_cos_at_median_norm"] = T.cosine_equivalent(pub.value, med, med)
+        entry["median_raw_norm"] = med
+    stats = {"threshold": best, "accuracy": acc, "auc": P.roc_auc(scores, same)}
+    return op, entry, stats
+
+
+def _protocols(bench, originals, deid, recs, iset, step, e2e=None) -> dict:
+    empty = lambda: {"asr": {}, "rank1": {}, "rank5": {}, "cmc": {}}  # noqa: E731
+    methods: dict[str, dict] = {m: {**empty(), "robustness": {a: {} for a in ATTACKS}, "robustness_far": {a: {} for a in ATTACKS}} for m in deid}
+    if e2e is not None:
+        for m in e2e.views:
+            methods.setdefault(m, {**empty(), "robustness": {}, "robustness_far": {}})["e2e"] = {}
     original = {"asr": {}, "rank1": {}, "rank5": {}, "cmc": {}, "threshold": {}, "accuracy": {}, "auc": {}}
+    thresholds: dict[str, dict] = {}
     genuine = [(a, b) for a, b, s in bench.pairs if s]
     for ri, (rname, model) in enumerate(recs.items()):
         if model is None:
             continue
         step(f"recognizer {rname}", ri, len(recs))
         emb = cached_original_embeddings(bench, rname, model, originals)
-        scores = np.array([float(emb[a] @ emb[b]) for a, b, _ in bench.pairs])
-        same = np.array([s for _, _, s in bench.pairs])
-        thr, acc = P.best_accuracy_threshold(scores, same)
-        original["threshold"][rname], original["accuracy"][rname] = thr, acc
-        original["auc"][rname] = P.roc_auc(scores, same)
-        original["asr"][rname] = P.attack_success_ratio(scores[same], thr)
+        op, thresholds[rname], stats = _fit_operating_points(rname, model, bench, emb, iset)
+        for k, v in stats.items():
+            original[k][rname] = v
+        original["asr"][rname] = P.attack_success_ratio(T.rule_scores("cosine", *_stack(genuine, emb, emb)), op.best_accuracy)
         ident = _identification(bench, emb, emb)
         original["rank1"][rname], original["rank5"][rname], original["cmc"][rname] = ident["rank1"], ident["rank5"], ident["cmc"].tolist()
         for m, d in deid.items():
             pairs = [(a, b) for a, b in genuine if a in d]
             demb = dict(zip(sorted(d), embed(model, [d[k] for k in sorted(d)])))
-            methods[m]["asr"][rname] = _asr(pairs, demb, emb, thr)
+            _put(methods[m], rname, op.asr(*_stack(pairs, demb, emb)))
+            keys = sorted(d)
+            _put(methods[m], rname, op.asr(*_stack([(k, k) for k in keys], demb, emb), prefix="asr_same"))
             if all(k in demb for s in bench.id_sets for k in s) and len(bench.id_sets[0]) >= 2:
                 ident = _identification(bench, demb, emb)
                 methods[m]["rank1"][rname], methods[m]["rank5"][rname], methods[m]["cmc"][rname] = ident["rank1"], ident["rank5"], ident["cmc"].tolist()
+            probes = sorted({a for a, _ in pairs})
             for aname, attack in ATTACKS.items():
-                keys = sorted({a for a, _ in pairs})
-                aemb = dict(zip(keys, embed(model, [attack(d[k]) for k in keys])))
-                methods[m]["robustness"][aname][rname] = _asr(pairs, aemb, emb, thr)
-    return {"original": original, "methods": methods}
+                aemb = dict(zip(probes, embed(model, [attack(d[k]) for k in probes])))
+                r = op.asr(*_stack(pairs, aemb, emb))
+                methods[m]["robustness"][aname][rname] = r["asr"]
+                methods[m]["robustness_far"][aname][rname] = r["asr_far"]
+        if e2e is not None:
+            gal = dict(zip(sorted(e2e.gallery), embed(model, [e2e.gallery[k] for k in sorted(e2e.gallery)])))
+            for m, views in e2e.views.items():
+                vemb = dict(zip(sorted(views), embed(model, [views[k] for k in sorted(views)])))
+                pairs = [(a, b) for a, b in genuine if a in vemb and b in gal]
+                _put(methods[m]["e2e"], rname, op.asr(*_stack(pairs, vemb, gal)))
+                _put(methods[m]["e2e"], rname, op.asr(*_stack([(k, k) for k in sorted(vemb)], vemb, gal), prefix="asr_same"))
+    return {"original": original, "thresholds": thresholds, "methods": methods}
 
 
-def _asr(pairs, demb, emb, thr) -> float:
-    s = np.array([float(demb[a] @ emb[b]) for a, b in pairs])
-    return P.attack_success_ratio(s, thr) if len(s) else float("nan")
+def _stack(pairs, left: dict, right: dict) -> tuple[np.ndarray, np.ndarray]:
+    """(left[a] for a, _ in pairs), (right[b] for _, b in pairs) as two row-aligned arrays."""
+    if not pairs:
+        return np.zeros((0, 1)), np.zeros((0, 1))
+    return np.stack([left[a] for a, _ in pairs]), np.stack([right[b] for _, b in pairs])
+
+
+def _put(block: dict, rname: str, values: dict) -> None:
+    for key, v in values.items():
+        block.setdefault(key, {})[rname] = v
 
 
 def _identification(bench, probe_emb, gallery_emb) -> dict:
