@@ -9,6 +9,7 @@ filters, leaky slopes, gains, modulation scales) and writes the weights as safet
 from __future__ import annotations
 
 import math
+import weakref
 from collections.abc import Callable
 from pathlib import Path
 
@@ -258,19 +259,6 @@ def to_canonical(img: torch.Tensor) -> torch.Tensor:
     return F.avg_pool2d(out, 2) if size == 512 else out
 
 
-def stylegan_faces_canonical(
-    gen: MobileStyleGAN, n: int, seed: int, truncation: float = 0.7, batch: int = 8
-) -> torch.Tensor:
-    """``n`` StyleGAN2-FFHQ faces in the canonical 256 template: float (n, 3, 256, 256) in [0, 1].
-
-    Generated at 512 px (exact area down-sampling of the 1024-px face), then one fixed similarity
-    warp for every face (see ``FFHQ_LANDMARKS_256``); ``z`` comes from ``seed`` on the CPU, so a
-    seed gives the same faces on any device. Output stays on the generator's device.
-    """
-    with torch.no_grad():
-        return to_canonical(generate_images(gen, n, seed, truncation, size=512, batch=batch)).clamp_(0.0, 1.0)
-
-
 def weights_fingerprint(gen: MobileStyleGAN) -> str:
     """sha256 over the generator's tensors (names, shapes, float32 bytes): names derived files."""
     import hashlib
@@ -298,6 +286,7 @@ def onnx_synthesis(gen: MobileStyleGAN, batch: int = 4) -> Callable[[torch.Tenso
     (the folded depthwise modulation makes the group count batch-dependent), and cached next to
     the weights under a fingerprint of them; shorter batches are padded.
     """
+    import copy
     import os
     import tempfile
     import warnings
@@ -307,7 +296,7 @@ def onnx_synthesis(gen: MobileStyleGAN, batch: int = 4) -> Callable[[torch.Tenso
     path = RECORD.cache_path().with_name(f"synthesis512_b{batch}_{weights_fingerprint(gen)[:16]}.onnx")
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
-        module = _SynthesisAt512(gen).cpu().eval()
+        module = _SynthesisAt512(copy.deepcopy(gen).cpu()).eval()  # never move the caller's model
         with tempfile.TemporaryDirectory(dir=path.parent) as tmp, warnings.catch_warnings():
             warnings.simplefilter("ignore")
             part = Path(tmp) / path.name
@@ -327,6 +316,46 @@ def onnx_synthesis(gen: MobileStyleGAN, batch: int = 4) -> Callable[[torch.Tenso
     return run
 
 
+_ONNX_RUNNERS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def synthesizer(gen: MobileStyleGAN, backend: str = "auto", batch: int = 4) -> Callable[[torch.Tensor], torch.Tensor]:
+    """``w -> 512-px faces in [-1, 1]`` by ``backend``: "torch", "onnx" (onnxruntime on the CPU, see
+    :func:`onnx_synthesis`; sessions are kept per generator) or "auto" (onnx when ``gen`` is on the CPU)."""
+    if backend not in ("auto", "torch", "onnx"):
+        raise ValueError(f"backend must be auto, torch or onnx, got {backend!r}")
+    if backend == "torch" or (backend == "auto" and gen.w_avg.device.type != "cpu"):
+        return lambda w: gen.synthesis(w, size=512)
+    runners = _ONNX_RUNNERS.setdefault(gen, {})
+    key = (batch, torch.get_num_threads())
+    if key not in runners:
+        runners[key] = onnx_synthesis(gen, batch)
+    return runners[key]
+
+
+@torch.no_grad()
+def _canonical_batch(gen: MobileStyleGAN, run: Callable[[torch.Tensor], torch.Tensor], z: torch.Tensor,
+                     truncation: float) -> torch.Tensor:
+    dev = gen.w_avg.device
+    img = run(gen.style(z.to(dev), truncation)).to(dev)
+    return to_canonical(((img + 1.0) * 0.5).clamp(0.0, 1.0)).clamp_(0.0, 1.0)
+
+
+def stylegan_faces_canonical(
+    gen: MobileStyleGAN, n: int, seed: int, truncation: float = 0.7, batch: int = 4, backend: str = "auto"
+) -> torch.Tensor:
+    """``n`` StyleGAN2-FFHQ faces in the canonical 256 template: float (n, 3, 256, 256) in [0, 1].
+
+    Generated at 512 px (exact area down-sampling of the 1024-px face), then one fixed similarity
+    warp for every face (see ``FFHQ_LANDMARKS_256``); ``z`` comes from ``seed`` on the CPU, so a
+    seed gives the same faces on any device (and backend, within 1e-4). Output stays on the
+    generator's device. ``backend``: see :func:`synthesizer`.
+    """
+    run = synthesizer(gen, backend, batch)
+    z = latents(n, seed, gen.style_dim)
+    return torch.cat([_canonical_batch(gen, run, z[i : i + batch], truncation) for i in range(0, n, batch)])
+
+
 def write_stylegan_covers(
     out_dir: str | Path,
     n: int,
@@ -344,8 +373,7 @@ def write_stylegan_covers(
     so the cache is resumable: existing files are kept and only missing indices are generated.
     ``out_dir/covers.json`` records the model, seed and truncation; a directory made with other
     settings is refused rather than mixed. ``progress(done, n)`` is called after each batch.
-    ``backend``: "torch", "onnx" (onnxruntime, CPU only: :func:`onnx_synthesis`) or "auto" (onnx
-    when the generator is on the CPU). Both give the same PNGs up to rounding.
+    ``backend``: see :func:`synthesizer`; both give the same PNGs up to one grey level.
     """
     import json
 
@@ -365,16 +393,10 @@ def write_stylegan_covers(
     if todo:
         gen = gen or load_stylegan(device)
         z = latents(n, seed, gen.style_dim)
-        dev = gen.w_avg.device
-        if backend not in ("auto", "torch", "onnx"):
-            raise ValueError(f"backend must be auto, torch or onnx, got {backend!r}")
-        use_onnx = backend == "onnx" or (backend == "auto" and dev.type == "cpu")
-        synth = onnx_synthesis(gen, batch) if use_onnx else (lambda w: gen.synthesis(w, size=512))
+        run = synthesizer(gen, backend, batch)
         for k in range(0, len(todo), batch):
             idx = todo[k : k + batch]
-            with torch.no_grad():
-                img = synth(gen.style(z[idx].to(dev), truncation)).to(dev)
-                crops = to_canonical(((img + 1.0) * 0.5).clamp(0.0, 1.0))
+            crops = _canonical_batch(gen, run, z[idx], truncation)
             u8 = (crops * 255.0).round().clamp(0, 255).byte().permute(0, 2, 3, 1).cpu().numpy()
             for i, face in zip(idx, u8):
                 tmp = paths[i].with_suffix(".part.png")
