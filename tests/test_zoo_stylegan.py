@@ -67,6 +67,56 @@ def test_truncation_moves_w_toward_w_avg():
     assert torch.allclose(gen.style(z, 0.5), (w + gen.w_avg) / 2, atol=1e-6)
 
 
+def _tiny_ir(tmp_path):
+    """A 3-layer IR: y = var @ W.T + b (W 3x4 at blob offset 0, b 1x3 at offset 48)."""
+    w = np.arange(12, dtype=np.float32).reshape(3, 4)
+    b = np.array([[0.5, -1.0, 2.0]], dtype=np.float32)
+    (tmp_path / "t.bin").write_bytes(w.tobytes() + b.tobytes())
+
+    def port(pid, dims):
+        return f'<port id="{pid}">' + "".join(f"<dim>{d}</dim>" for d in dims) + "</port>"
+
+    layers = [
+        (0, "var", "Parameter", 'shape="1, 4" element_type="f32"', "", port(0, (1, 4))),
+        (1, "W", "Const", 'element_type="f32" shape="3, 4" offset="0" size="48"', "", port(0, (3, 4))),
+        (2, "mm", "MatMul", 'transpose_a="false" transpose_b="true"', port(0, (1, 4)) + port(1, (3, 4)), port(2, (1, 3))),
+        (3, "b", "Const", 'element_type="f32" shape="1, 3" offset="48" size="12"', "", port(0, (1, 3))),
+        (4, "add", "Add", 'auto_broadcast="numpy"', port(0, (1, 3)) + port(1, (1, 3)), port(2, (1, 3))),
+    ]
+    xml = '<?xml version="1.0" ?><net name="t" version="10"><layers>'
+    for lid, name, typ, data, ins, outs in layers:
+        xml += f'<layer id="{lid}" name="{name}" type="{typ}" version="opset1"><data {data}/>'
+        xml += (f"<input>{ins}</input>" if ins else "") + f"<output>{outs}</output></layer>"
+    edges = [(0, 0, 2, 0), (1, 0, 2, 1), (2, 2, 4, 0), (3, 0, 4, 1)]
+    xml += "</layers><edges>" + "".join(
+        f'<edge from-layer="{a}" from-port="{p}" to-layer="{c}" to-port="{q}"/>' for a, p, c, q in edges
+    ) + "</edges></net>"
+    (tmp_path / "t.xml").write_text(xml)
+    return w, b
+
+
+def test_ir_reader_gives_consts_edges_and_order(tmp_path):
+    from facecloak.zoo.ovir import IRGraph
+
+    w, b = _tiny_ir(tmp_path)
+    g = IRGraph(tmp_path / "t.xml")
+    (mm,) = g.of_type("MatMul")
+    assert mm.inputs == [(0, 0), (1, 0)] and mm.attrs["transpose_b"] == "true" and mm.out_shapes == [(1, 3)]
+    assert np.array_equal(g.const(1), w) and np.array_equal(g.const(3), b)
+    assert g.consumers[2] == [4] and g.input_layer(4, 1).name == "b"
+    with pytest.raises(ValueError, match="not a Const"):
+        g.const(2)
+
+
+def test_converter_refuses_an_ir_of_another_architecture(tmp_path):
+    from facecloak.zoo.ovir import IRGraph
+    from facecloak.zoo.stylegan import mapping_state_dict
+
+    _tiny_ir(tmp_path)
+    with pytest.raises(ValueError, match="unexpected MobileStyleGAN IR: 1 mapping layers"):
+        mapping_state_dict(IRGraph(tmp_path / "t.xml"))
+
+
 # ---------------------------------------------------------------- real weights
 
 

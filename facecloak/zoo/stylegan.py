@@ -9,6 +9,7 @@ filters, leaky slopes, gains, modulation scales) and writes the weights as safet
 from __future__ import annotations
 
 import math
+import warnings
 import weakref
 from collections.abc import Callable
 from pathlib import Path
@@ -289,7 +290,6 @@ def onnx_synthesis(gen: MobileStyleGAN, batch: int = 4) -> Callable[[torch.Tenso
     import copy
     import os
     import tempfile
-    import warnings
 
     import onnxruntime as ort
 
@@ -329,7 +329,13 @@ def synthesizer(gen: MobileStyleGAN, backend: str = "auto", batch: int = 4) -> C
     runners = _ONNX_RUNNERS.setdefault(gen, {})
     key = (batch, torch.get_num_threads())
     if key not in runners:
-        runners[key] = onnx_synthesis(gen, batch)
+        try:
+            runners[key] = onnx_synthesis(gen, batch)
+        except Exception as e:  # noqa: BLE001 - "auto" only prefers ONNX; any export/runtime failure falls back
+            if backend == "onnx":
+                raise
+            warnings.warn(f"onnxruntime path unavailable ({type(e).__name__}: {e}); generating with PyTorch", stacklevel=2)
+            runners[key] = lambda w: gen.synthesis(w, size=512)
     return runners[key]
 
 
