@@ -1,9 +1,10 @@
 """The bank of fake identities: EN features of generated faces, far from every real face.
 
-GFSG2-style: the paper embeds features of StyleGAN2 faces of people who do not exist. Offline
-we generate faces with the DCGAN of the model zoo, embed them with EN (ArcFace), and keep a
-feature only when its cosine to every real face of the pool is below ``far_cos`` (0.2), so no
-real person's identity is ever written into a photo.
+GFSG2-style: the paper embeds features of StyleGAN2 faces of people who do not exist. The
+shipped bank uses the StyleGAN2-FFHQ generator of the model zoo (``mobilestylegan_ffhq``; the
+64-px DCGAN stays as an option), embeds the faces with EN (ArcFace), and keeps a feature only
+when its cosine to every real training face is below ``far_cos`` (0.2), so no real person's
+identity is ever written into a photo.
 """
 from __future__ import annotations
 
@@ -25,17 +26,26 @@ def far_from_all(fake: torch.Tensor, real: torch.Tensor, far_cos: float = 0.2) -
 
 
 def build_bank(en, generator, real_faces: torch.Tensor, n_candidates: int = 2048, far_cos: float = 0.2, seed: int = 1) -> tuple[torch.Tensor, torch.Tensor, dict]:
-    """Return (features (K, d), generator sample indices (K,), stats)."""
+    """DCGAN fakes: generate ``n_candidates`` faces, then :func:`build_bank_from_faces`."""
     from .zoo.dcgan import fake_faces_canonical
 
     fakes = fake_faces_canonical(generator, n_candidates, seed=seed)
+    return build_bank_from_faces(en, fakes, real_faces, far_cos, {"source": "dcgan_faces", "seed": seed})
+
+
+def build_bank_from_faces(en, fakes: torch.Tensor, real_faces: torch.Tensor, far_cos: float = 0.2, info: dict | None = None) -> tuple[torch.Tensor, torch.Tensor, dict]:
+    """Embed canonical fake faces (N, 3, 256, 256) and keep those far from every real face.
+
+    Returns (features (K, d), indices of the kept faces among ``fakes`` (K,), stats).
+    """
     f_fake = embed_batched(en, fakes)
     f_real = embed_batched(en, real_faces) if real_faces.numel() else torch.zeros(0, f_fake.shape[1])
     keep = far_from_all(f_fake, f_real, far_cos)
     idx = torch.nonzero(keep).flatten()
     stats = {
-        "candidates": n_candidates, "kept": int(keep.sum()), "real_faces": int(f_real.shape[0]), "far_cos": far_cos,
-        "seed": seed, "mean_pairwise_cos_kept": float((f_fake[idx] @ f_fake[idx].T).mean()) if len(idx) else None,
+        "candidates": int(fakes.shape[0]), "kept": int(keep.sum()), "real_faces": int(f_real.shape[0]), "far_cos": far_cos,
+        **(info or {}),
+        "mean_pairwise_cos_kept": float((f_fake[idx] @ f_fake[idx].T).mean()) if len(idx) else None,
     }
     return f_fake[idx].contiguous(), idx, stats
 

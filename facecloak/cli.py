@@ -6,6 +6,7 @@ Exit codes: 0 success; 1 some inputs failed (the rest were processed); 2 usage e
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 from pathlib import Path
@@ -316,7 +317,7 @@ class _null:
 # ---------------------------------------------------------------- train
 @app.command()
 def train(
-    covers: Annotated[str, typer.Option("--covers", help="'offline' (the offline pool), a CelebA root, a folder of 256x256 aligned crops, or any photo folder (aligned once, cached).")] = "offline",
+    covers: Annotated[str, typer.Option("--covers", help="'offline' (the offline pool), 'mix' (offline + NBA headshots + StyleGAN faces from `facecloak data covers`), a CelebA root, a folder of 256x256 aligned crops, or any photo folder (aligned once, cached).")] = "offline",
     out: Annotated[Path, typer.Option("--out", help="Run folder: checkpoints, log.jsonl, previews.")] = Path("runs/hn"),
     fakes: Annotated[str, typer.Option("--fakes", help="'dcgan' or a folder of aligned fake faces (e.g. GFSG2).")] = "dcgan",
     epochs: Annotated[int, typer.Option(help="Epochs (paper: 150).")] = 150,
@@ -508,6 +509,7 @@ def data_prepare(
 def data_build_bank(
     out: Annotated[Optional[Path], typer.Option("--out", help="Where to write the bank (default: ~/.cache/facecloak/banks/fake_bank.safetensors).")] = None,
     n_candidates: Annotated[int, typer.Option("--candidates", min=1, help="Fake faces generated.")] = 2048,
+    source: Annotated[str, typer.Option("--source", help="stylegan (StyleGAN2-FFHQ faces, cached by `facecloak data covers`; the shipped bank's source) | dcgan (64-px DCGAN).")] = "stylegan",
     far_cos: Annotated[float, typer.Option("--far-cos", help="Keep fakes whose cos to every real face is below this.")] = 0.2,
     seed: SeedOpt = 1,
 ):
@@ -522,6 +524,8 @@ def data_build_bank(
     """
     from .bank import build_bank, default_bank_path, is_shipped_bank, save_bank
 
+    if source not in ("stylegan", "dcgan"):
+        raise UserError(f"--source {source}: choose stylegan or dcgan")
     out = out or default_bank_path()
     if is_shipped_bank(out):
         raise UserError(f"--out {out} is the bank shipped with facecloak; write your own elsewhere and pass it with --bank")
@@ -534,10 +538,52 @@ def data_build_bank(
     # Training faces only: filtering against the evaluation faces would tune the bank to them,
     # while the eval claims those identities were never seen (issue 13, split hygiene).
     real = read_crops(offline_crops("train"))
-    feats, idx, stats = build_bank(load_arcface(), load_dcgan(), real, n_candidates, far_cos, seed)
+    if source == "dcgan":
+        feats, idx, stats = build_bank(load_arcface(), load_dcgan(), real, n_candidates, far_cos, seed)
+    else:
+        from .bank import build_bank_from_faces
+        from .data.crops import stylegan_covers_dir
+        from .train.data import read_rgb, to_tensor
+        from .zoo.stylegan import write_stylegan_covers
+
+        with console.status(f"generating {n_candidates} StyleGAN faces (cached; about 1 s each on a CPU core)"):
+            paths = write_stylegan_covers(stylegan_covers_dir(seed), n_candidates, seed)
+        fakes = torch.stack([to_tensor(read_rgb(p)) for p in paths])
+        feats, idx, stats = build_bank_from_faces(load_arcface(), fakes, real, far_cos, {"source": "mobilestylegan_ffhq", "seed": seed, "truncation": 0.7})
     save_bank(out, feats, idx, stats)
     console.print(f"kept {stats['kept']} of {n_candidates} fake identities (cos < {far_cos} to {stats['real_faces']} real faces) -> {out}")
     console.print(f"use it with: facecloak protect ... --bank {out}")
+
+
+@data_app.command("covers")
+def data_covers(
+    n: Annotated[int, typer.Option("--n", min=1, help="How many faces to have in the cache.")] = 5000,
+    seed: SeedOpt = 1,
+    device: Annotated[str, typer.Option("--device", help="auto | cpu | cuda")] = "auto",
+):
+    """Generate StyleGAN2-FFHQ faces in the canonical 256 template, cached for `train --covers mix` and the bank.
+
+    Resumable: faces already in the cache are kept. About 1 s per face on one CPU core.
+
+    Example:
+        facecloak data covers --n 5000
+    """
+    from .data.crops import stylegan_covers_dir
+    from .pretrained import resolve_device
+    from .zoo.stylegan import write_stylegan_covers
+
+    out = stylegan_covers_dir(seed)
+    with _progress_bar("covers") as (bar, task):
+        write_stylegan_covers(out, n, seed, device=resolve_device(device), progress=lambda d, t: bar.update(task, completed=d, total=t))
+    console.print(f"{n} StyleGAN faces in {out}")
+
+
+@contextlib.contextmanager
+def _progress_bar(label: str):
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    with Progress(TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=console) as bar:
+        yield bar, bar.add_task(label, total=None)
 
 
 def main() -> None:
