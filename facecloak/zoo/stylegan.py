@@ -362,6 +362,12 @@ def stylegan_faces_canonical(
     return torch.cat([_canonical_batch(gen, run, z[i : i + batch], truncation) for i in range(0, n, batch)])
 
 
+def fake_faces_canonical(generator: MobileStyleGAN, n: int, seed: int) -> torch.Tensor:
+    """Same interface as ``facecloak.zoo.dcgan.fake_faces_canonical``: :func:`stylegan_faces_canonical`
+    at the default truncation 0.7, so callers can swap the fake-face source by name."""
+    return stylegan_faces_canonical(generator, n, seed)
+
+
 def write_stylegan_covers(
     out_dir: str | Path,
     n: int,
