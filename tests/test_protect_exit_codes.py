@@ -92,7 +92,7 @@ def test_build_bank_writes_to_the_user_cache_never_over_the_shipped_bank(tmp_pat
     feats = torch.nn.functional.normalize(torch.randn(5, 512), dim=1)
     monkeypatch.setattr(bank_mod, "build_bank", lambda *a, **k: (feats, torch.arange(5), {"kept": 5, "real_faces": 2}))
 
-    r = run("data", "build-bank", "--candidates", "8")
+    r = run("data", "build-bank", "--candidates", "8", "--source", "dcgan")
     assert r.exit_code == 0, r.output
     made = tmp_path / "cache" / "banks" / "fake_bank.safetensors"
     assert made.is_file() and "--bank" in r.output
