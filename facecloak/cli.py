@@ -146,6 +146,7 @@ def protect(
     suffix: Annotated[str, typer.Option("--suffix", help="Added to each output file name, e.g. _cloaked.")] = "",
     overwrite: Annotated[bool, typer.Option("--overwrite/--skip-existing", help="Redo outputs that exist (default: skip them, so an interrupted run resumes).")] = False,
     mode: Annotated[str, typer.Option("--mode", help="fast (hiding network) | strong (+ gradient refinement per face).")] = "fast",
+    strength: Annotated[str, typer.Option("--strength", help="Strong mode: low | medium | high (more protection, more visible change, slower).")] = "medium",
     min_face: Annotated[float, typer.Option("--min-face", help="Smallest eye distance (pixels) to protect; smaller faces are reported.")] = 20.0,
     aligned: Annotated[bool, typer.Option("--aligned", help="Inputs are already 256x256 aligned face crops.")] = False,
     keep_metadata: Annotated[bool, typer.Option("--keep-metadata", help="Keep EXIF/XMP (GPS, maker notes, face regions are stripped by default).")] = False,
@@ -183,6 +184,8 @@ def protect(
         raise UserError("no inputs: give files or folders, or --from-list FILE")
     if mode not in ("fast", "strong"):
         raise UserError(f"--mode must be fast or strong, not {mode!r}")
+    if strength not in ("low", "medium", "high"):
+        raise UserError(f"--strength must be low, medium or high, not {strength!r}")
     if fmt and fmt.lower().lstrip(".") not in ("jpg", "jpeg", "png", "webp"):
         raise UserError(f"--format must be jpg, png or webp, not {fmt!r}")
     _check_device(device)
@@ -192,7 +195,7 @@ def protect(
         jobs = plan(paths, opts)  # every destination, before any model is loaded or file written
     except PlanError as e:
         raise UserError(str(e))
-    cloaker = _load_cloaker(weights, hf_repo, device, CloakConfig(mode=mode, min_face=min_face, seed=seed), verify, quiet, bank)
+    cloaker = _load_cloaker(weights, hf_repo, device, CloakConfig(mode=mode, strength=strength, min_face=min_face, seed=seed), verify, quiet, bank)
     summary = _run_with_progress(cloaker, jobs, opts, quiet)
     summary.mode, summary.verified, summary.strict = mode, verify, strict
     summary.warnings += [f"--verify: {name} could not be loaded and did not check any face: {why}"

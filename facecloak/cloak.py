@@ -25,16 +25,18 @@ from .align import CANONICAL_256, invert_affine, warp_face
 class CloakConfig:
     """Options of a protect run; the CLI maps its flags onto these.
 
-    mode: "fast" (hiding network only, as in the paper) or "strong" (plus ``strong_steps``
-        gradient steps per face on the near/far + appearance objective).
+    mode: "fast" (hiding network only, as in the paper) or "strong" (plus a per-face
+        optimisation of a smooth edit, ``facecloak.strong``).
+    strength: strong mode's preset, ``facecloak.strong.PRESETS`` (low | medium | high).
+    strong_steps: caps strong mode's steps per face (None: the preset's own budget).
     min_face: faces whose eye distance is below this many pixels are reported, not changed.
     far_cos: a fake identity must have cos < far_cos to the face's own EN feature.
     seed: fixes the fake identities (per photo content and face index), for reproducible runs.
     """
 
     mode: str = "fast"
-    strong_steps: int = 20
-    strong_lr: float = 2e-3
+    strength: str = "medium"
+    strong_steps: int | None = None
     min_face: float = 20.0
     far_cos: float = 0.2
     seed: int = 0
@@ -50,6 +52,7 @@ class FaceRecord:
     status: str  # "protected" | "too_small"
     identity: int | None = None
     psnr: float | None = None
+    strong_steps: int | None = None  # optimisation steps this face took in strong mode
     verify: dict = field(default_factory=dict)
 
 
@@ -131,7 +134,8 @@ class Cloaker:
         self.verifiers = verifiers or {}
         self.device = torch.device(device)
         self.mask = face_mask(256, self.cfg.feather)
-        self._strong = None
+        self._strong = None  # strong mode's surrogates (name -> (recognizer, target)), loaded on first use
+        self.last_strong_steps: list[int] = []
 
     @classmethod
     def from_pretrained(cls, weights=None, hf_repo=None, device="cpu", config=None, verify=False) -> "Cloaker":
@@ -148,15 +152,42 @@ class Cloaker:
         sims = (feats @ self.bank.T).cpu().numpy()
         used: dict[int, set[int]] = {}
         ids = []
+        n_cand = self._strong_config().candidates if self.cfg.mode == "strong" else 1
         for k, rng in enumerate(rngs):
             taken = used.setdefault(photos[k], set())
-            ids.append(pick_identity(sims[k], self.cfg.far_cos, rng, taken))
+            cands = []
+            for _ in range(n_cand):
+                cands.append(pick_identity(sims[k], self.cfg.far_cos, rng, taken | set(cands)))
+            ids.append(cands[self._choose(covers[k], cands)] if n_cand > 1 else cands[0])
             taken.add(ids[-1])
         return self.bank[ids], ids
+
+    def _strong_config(self):
+        from .strong import preset
+
+        return preset(self.cfg.strength, self.cfg.strong_steps)
+
+    def _surrogates(self) -> dict:
+        """Strong mode's surrogate recognizers with their targets: EN (this cloaker's own) and the
+        preset's other ones, loaded once; SFace and dlib are never among them."""
+        if self._strong is None:
+            from .pretrained import load_recognizer
+
+            targets = dict(self._strong_config().targets)
+            self._strong = {n: (self.en if n == "arcface_mbf" else load_recognizer(n, self.device), t) for n, t in targets.items()}
+        return self._strong
+
+    def _choose(self, cover: torch.Tensor, cands: list[int]) -> int:
+        """Index into ``cands`` of the fake identity whose starting point leaves the face furthest."""
+        from .strong import choose_identities
+
+        c = cover[None].to(self.device)
+        return int(choose_identities(c, self.bank[cands][None], self.hn, self._surrogates(), self._strong_config().blend)[0])
 
     def protect_aligned(self, covers: torch.Tensor, fake_feats: torch.Tensor) -> torch.Tensor:
         """D for canonical covers (B, 3, 256, 256) in [0, 1]; batched through the network."""
         outs = []
+        self.last_strong_steps = []
         for i in range(0, covers.shape[0], self.cfg.batch_size):
             c = covers[i : i + self.cfg.batch_size].to(self.device)
             f = fake_feats[i : i + self.cfg.batch_size].to(self.device)
@@ -168,9 +199,13 @@ class Cloaker:
         return torch.cat(outs) if outs else covers.new_zeros(0, 3, 256, 256)
 
     def _strong_refine(self, c: torch.Tensor, d: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
-        from .strong import refine
+        """Strong mode on one batch: optimise from D0 = C + β (D − C), every face stopping on its own."""
+        from .strong import optimise
 
-        return refine(c, d, f, self.en, steps=self.cfg.strong_steps, lr=self.cfg.strong_lr, max_delta=self.hn.config.max_delta)
+        cfg = self._strong_config()
+        res = optimise(c, c + cfg.blend * (d - c), f, self._surrogates(), cfg, seed=self.cfg.seed)
+        self.last_strong_steps += res.steps
+        return res.deid
 
     # ------------------------------------------------------------ whole photos
     def protect_images(self, images: list[np.ndarray]) -> list[CloakResult]:
@@ -205,6 +240,8 @@ class Cloaker:
             rec = records[i][j]
             rec.identity = int(ids[k])
             rec.psnr = float(_psnr(covers[k], deid[k]))
+        for k, (i, j, _) in enumerate(where):
+            records[i][j].strong_steps = self.last_strong_steps[k] if self.last_strong_steps else None
         if self.verifiers:
             self._verify(covers, deid, [records[i][j] for i, j, _ in where])
         return results

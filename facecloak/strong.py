@@ -1,66 +1,321 @@
-"""``--mode strong``: a few gradient steps per face on top of the hiding network's output.
+"""``--mode strong``: a short per-face optimisation on top of the hiding network (issue 9).
 
-Starting from D = HN(C, f_E), minimise the paper's identity terms plus its pixel term,
+**What is changed.** Each face gets a smooth, low-frequency edit of a starting point
+D0 = C + β (HN(C, f) − C) (β = ``blend``), never free pixels, whose optimum is texture:
 
-    L(D') = λ_near (1 - cos(f_en(E), f_en(T(D')))) + λ_far cos(f_en(C), f_en(T(D'))) + λ_rec ||D' - C||²,
+    D'(z, w) = clip(warp(D0, U(w)) + U(z), 0, 1)
 
-over D' with ||D' - D||_∞ ≤ eps (so quality stays near the network's). T is a random
-blur/rescale drawn at every step (expectation over transformation): the refinement must
-survive the blur and JPEG-like smoothing the robustness attacks apply, instead of fitting
-pixel noise that a blur removes.
+z: (3, g, g) colour offsets and w: (2, g_w, g_w) a displacement field in pixels, both upsampled
+to the crop by U (bicubic). People read a slightly moved eyebrow or a shading change as the same
+face; a fine texture they do not.
+
+**What is minimised**, per face, with T a random transformation drawn at every step
+(expectation over transformation: blur, JPEG-like quantisation, resize, small shifts):
+
+    L = Σ_s relu(cos(s(T(D')), s(C)) − t_s)          leave the own identity, on every surrogate s
+      + λ_near (1 − cos(EN(T(D')), f_fake))           and move towards the fake identity (EN)
+      + λ_pix  mean((D' − C)²) / τ²                   pixel term (τ = 4/255: 1 at PSNR 36 dB)
+      + λ_edge mean(|∇(D' − C)|²) / τ²                perceptual term: changed edges and texture
+
+The perceptual term is *not* LPIPS-alex (the metric the evaluation reports), nor any deep
+feature: it prices what the smooth parameterisation still allows to be seen, new edges.
+
+**Surrogates**: EN (ArcFace) and at most one more recognizer (FaceNet); SFace and dlib never
+take part, so they stay honest black boxes. A face stops early once every surrogate's cosine to
+its original is below its target for ``patience`` consecutive steps (under the random T), so easy
+faces cost few steps. The cheap variant, choosing per face the bank identity whose network output
+is already furthest from the face (``choose_identities``), runs first.
 """
 from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
 
-from .train import losses as L
+TAU = 4 / 255
 
 
-def random_smoothing(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
-    """Identity, Gaussian blur (σ ∈ [0.5, 2]) or down-up rescale (factor ∈ [0.5, 0.9]), at random."""
-    kind = int(torch.randint(3, (1,), generator=g))
-    if kind == 1:
-        sigma = 0.5 + 1.5 * float(torch.rand(1, generator=g))
-        r = torch.arange(-3, 4, dtype=x.dtype, device=x.device)
-        k = torch.exp(-(r**2) / (2 * sigma**2))
-        k = k / k.sum()
-        x = F.conv2d(F.pad(x, (3, 3, 0, 0), mode="reflect"), k.view(1, 1, 1, 7).expand(3, 1, 1, 7), groups=3)
-        return F.conv2d(F.pad(x, (0, 0, 3, 3), mode="reflect"), k.view(1, 1, 7, 1).expand(3, 1, 7, 1), groups=3)
-    if kind == 2:
-        s = 0.5 + 0.4 * float(torch.rand(1, generator=g))
-        small = F.interpolate(x, scale_factor=s, mode="bilinear", antialias=True)
-        return F.interpolate(small, size=x.shape[-2:], mode="bilinear")
+@dataclass(frozen=True)
+class StrongConfig:
+    """One preset of the optimisation; ``PRESETS`` holds the user-facing ones.
+
+    blend: β of the starting point D0 = C + β (HN − C).
+    candidates: fake identities tried per face (the best one is kept); 1 = no choice.
+    targets: surrogate name -> the cosine to the own original a face must get below.
+    max_steps, patience: step budget; consecutive steps below every target to stop a face.
+    grid, flow_grid: resolution of the colour offsets and of the displacement field (0 = no warp).
+    lr_colour, lr_flow: Adam step sizes (colour in [0, 1] units, flow in pixels).
+    max_colour, max_flow: hard bounds on |z| and |w| (safety, the penalties do the real work).
+    lam_near, lam_pix, lam_edge: weights of the objective's terms (module docstring).
+    eot: the transformations T is drawn from, besides the identity (``random_transform``).
+    """
+
+    blend: float = 0.6
+    candidates: int = 1
+    targets: tuple[tuple[str, float], ...] = (("arcface_mbf", 0.0), ("facenet_casia", 0.2))
+    max_steps: int = 20
+    patience: int = 2
+    grid: int = 16
+    flow_grid: int = 8
+    lr_colour: float = 2 / 255
+    lr_flow: float = 0.25
+    max_colour: float = 24 / 255
+    max_flow: float = 3.0
+    lam_near: float = 0.3
+    lam_pix: float = 0.05
+    lam_edge: float = 0.5
+    eot: tuple[str, ...] = ("blur", "jpeg", "resize", "shift")
+
+    @property
+    def surrogate_names(self) -> tuple[str, ...]:
+        return tuple(n for n, _ in self.targets)
+
+
+#: The one user-facing knob (``--strength``): more strength = lower targets, more steps, a
+#: start closer to the network's output; it trades image quality (LPIPS, PSNR) and time for
+#: protection against the same photo.
+PRESETS: dict[str, StrongConfig] = {
+    "low": StrongConfig(targets=(("arcface_mbf", 0.0),)),  # EN only: cheapest, least visible
+    "medium": StrongConfig(),  # EN + FaceNet
+    "high": StrongConfig(blend=1.0, targets=(("arcface_mbf", -0.05), ("facenet_casia", 0.15))),  # from the full network output
+}
+
+
+def preset(name: str, max_steps: int | None = None) -> StrongConfig:
+    if name not in PRESETS:
+        raise ValueError(f"unknown strength {name!r}; choose one of {', '.join(PRESETS)}")
+    cfg = PRESETS[name]
+    return replace(cfg, max_steps=max_steps) if max_steps is not None else cfg
+
+
+# ------------------------------------------------------------------ parameterisation
+def upsample(p: torch.Tensor, size: int) -> torch.Tensor:
+    """U(p): bicubic upsampling of a (B, C, g, g) grid to (B, C, size, size)."""
+    return F.interpolate(p, size=(size, size), mode="bicubic", align_corners=False)
+
+
+def warp(x: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
+    """x sampled at p + flow(p): flow (B, 2, H, W) in pixels (dx, dy); borders replicate."""
+    b, _, h, w = x.shape
+    ys, xs = torch.meshgrid(torch.linspace(-1, 1, h, device=x.device), torch.linspace(-1, 1, w, device=x.device), indexing="ij")
+    base = torch.stack([xs, ys], dim=-1).unsqueeze(0)
+    scale = torch.tensor([2 / max(w - 1, 1), 2 / max(h - 1, 1)], device=x.device, dtype=x.dtype)
+    grid = base + flow.permute(0, 2, 3, 1) * scale
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=True)
+
+
+def render(d0: torch.Tensor, colour: torch.Tensor, flow: torch.Tensor | None) -> torch.Tensor:
+    """D' = clip(warp(D0, U(w)) + U(z), 0, 1)."""
+    size = d0.shape[-1]
+    x = warp(d0, upsample(flow, size)) if flow is not None else d0
+    return (x + upsample(colour, size)).clamp(0, 1)
+
+
+# ------------------------------------------------------------------ objective terms
+def far_hinge(f_adv: torch.Tensor, f_orig: torch.Tensor, target: float) -> torch.Tensor:
+    """Per face: relu(cos(f_adv, f_orig) − target); zero once the face is far enough."""
+    return F.relu((f_adv * f_orig).sum(1) - target)
+
+
+def near_term(f_adv: torch.Tensor, f_fake: torch.Tensor) -> torch.Tensor:
+    """Per face: 1 − cos(f_adv, f_fake)."""
+    return 1 - (f_adv * f_fake).sum(1)
+
+
+def pixel_term(x: torch.Tensor, cover: torch.Tensor) -> torch.Tensor:
+    """Per face: mean((x − C)²) / τ², τ = 4/255 (so 1.0 is PSNR 36 dB)."""
+    return ((x - cover) ** 2).flatten(1).mean(1) / TAU**2
+
+
+def edge_term(x: torch.Tensor, cover: torch.Tensor) -> torch.Tensor:
+    """Per face: mean(|∇(x − C)|²) / τ², ∇ = horizontal and vertical forward differences.
+
+    A smooth shading change costs almost nothing; new edges, lines and texture cost a lot."""
+    d = x - cover
+    gx = d[..., :, 1:] - d[..., :, :-1]
+    gy = d[..., 1:, :] - d[..., :-1, :]
+    return (gx.pow(2).flatten(1).mean(1) + gy.pow(2).flatten(1).mean(1)) / TAU**2
+
+
+# ------------------------------------------------------------------ EOT transformations
+def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Separable Gaussian blur, kernel radius ceil(3σ), reflect padding."""
+    r = max(1, math.ceil(3 * sigma))
+    t = torch.arange(-r, r + 1, dtype=x.dtype, device=x.device)
+    k = torch.exp(-(t**2) / (2 * sigma**2))
+    k = k / k.sum()
+    c = x.shape[1]
+    x = F.conv2d(F.pad(x, (r, r, 0, 0), mode="reflect"), k.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
+    return F.conv2d(F.pad(x, (0, 0, r, r), mode="reflect"), k.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
+
+
+def rescale(x: torch.Tensor, factor: float) -> torch.Tensor:
+    """Down-scale by ``factor`` (antialiased) and back up: the loss of a resized upload."""
+    small = F.interpolate(x, scale_factor=factor, mode="bilinear", antialias=True)
+    return F.interpolate(small, size=x.shape[-2:], mode="bilinear")
+
+
+def shift(x: torch.Tensor, dx: int, dy: int) -> torch.Tensor:
+    """Translate by whole pixels (a re-detection lands a few pixels off); borders replicate."""
+    p = max(abs(dx), abs(dy))
+    if p == 0:
+        return x
+    h, w = x.shape[-2:]
+    xp = F.pad(x, (p, p, p, p), mode="replicate")
+    return xp[..., p - dy : p - dy + h, p - dx : p - dx + w]
+
+
+_JPEG_Y = torch.tensor(
+    [16, 11, 10, 16, 24, 40, 51, 61, 12, 12, 14, 19, 26, 58, 60, 55, 14, 13, 16, 24, 40, 57, 69, 56, 14, 17, 22, 29, 51, 87, 80, 62,
+     18, 22, 37, 56, 68, 109, 103, 77, 24, 35, 55, 64, 81, 104, 113, 92, 49, 64, 78, 87, 103, 121, 120, 101, 72, 92, 95, 98, 112, 100, 103, 99],
+    dtype=torch.float32,
+).view(8, 8)
+_JPEG_C = torch.full((8, 8), 99.0)
+_JPEG_C[:4, :4] = torch.tensor([[17, 18, 24, 47], [18, 21, 26, 66], [24, 26, 56, 99], [47, 66, 99, 99]], dtype=torch.float32)
+
+
+def _dct_matrix(n: int = 8) -> torch.Tensor:
+    """Orthonormal DCT-II: M[k, i] = a_k cos(π (2i + 1) k / 2n), a_0 = √(1/n), a_k = √(2/n)."""
+    i = torch.arange(n, dtype=torch.float32)
+    m = torch.cos(math.pi * (2 * i[None, :] + 1) * i[:, None] / (2 * n)) * math.sqrt(2 / n)
+    m[0] /= math.sqrt(2)
+    return m
+
+
+def jpeg_like(x: torch.Tensor, quality: int) -> torch.Tensor:
+    """Differentiable JPEG stand-in: YCbCr, 8x8 block DCT, quantisation by the IJG tables scaled
+    to ``quality`` (s = 5000/q for q < 50, else 200 − 2q), rounding with a straight-through
+    gradient, inverse. Chroma is not subsampled. Sides must be multiples of 8."""
+    b, _, h, w = x.shape
+    m = torch.tensor([[0.299, 0.587, 0.114], [-0.168736, -0.331264, 0.5], [0.5, -0.418688, -0.081312]], dtype=x.dtype, device=x.device)
+    ycc = torch.einsum("ij,bjhw->bihw", m, x * 255) - torch.tensor([128.0, 0, 0], device=x.device).view(1, 3, 1, 1)
+    s = 5000 / quality if quality < 50 else 200 - 2 * quality
+    q = torch.stack([_JPEG_Y, _JPEG_C, _JPEG_C]).to(x.device, x.dtype)
+    q = ((q * s + 50) / 100).floor().clamp(min=1)
+    d = _dct_matrix().to(x.device, x.dtype)
+    blocks = ycc.view(b, 3, h // 8, 8, w // 8, 8).permute(0, 1, 2, 4, 3, 5)  # (b, c, by, bx, 8, 8)
+    coef = d @ blocks @ d.T
+    scaled = coef / q[None, :, None, None]
+    scaled = scaled + (scaled.round() - scaled).detach()  # straight-through rounding
+    rec = d.T @ (scaled * q[None, :, None, None]) @ d
+    ycc = rec.permute(0, 1, 2, 4, 3, 5).reshape(b, 3, h, w) + torch.tensor([128.0, 0, 0], device=x.device).view(1, 3, 1, 1)
+    return (torch.einsum("ij,bjhw->bihw", torch.linalg.inv(m), ycc) / 255).clamp(0, 1)
+
+
+def random_transform(x: torch.Tensor, g: torch.Generator, kinds: tuple[str, ...] = ("blur", "jpeg", "resize", "shift")) -> torch.Tensor:
+    """Uniformly one of identity and ``kinds``: blur σ ∈ [0.5, 1.5], JPEG-like q ∈ [40, 90],
+    resize ∈ [0.5, 0.9], shift ∈ [−3, 3]² pixels; drawn with ``g`` (one T for the whole batch)."""
+    kind = int(torch.randint(len(kinds) + 1, (1,), generator=g))
+    u = float(torch.rand(1, generator=g))
+    name = kinds[kind - 1] if kind else "identity"
+    if name == "blur":
+        return gaussian_blur(x, 0.5 + u)
+    if name == "jpeg":
+        return jpeg_like(x, int(40 + 50 * u))
+    if name == "resize":
+        return rescale(x, 0.5 + 0.4 * u)
+    if name == "shift":
+        dx, dy = (int(v) for v in torch.randint(-3, 4, (2,), generator=g))
+        return shift(x, dx, dy)
     return x
 
 
-def refine(
-    cover: torch.Tensor,
-    deid: torch.Tensor,
-    feat_embed: torch.Tensor,
-    en,
-    steps: int = 20,
-    lr: float = 2e-3,
-    eps: float = 8 / 255,
-    max_delta: float = 0.12,
-    lam_near: float = 1.0,
-    lam_far: float = 1.0,
-    lam_rec: float = 1.0,
-    seed: int = 0,
-) -> torch.Tensor:
-    """Return D' (same shape as ``cover``), refined by ``steps`` signed-gradient (Adam) steps."""
+# ------------------------------------------------------------------ optimisation
+@dataclass
+class StrongResult:
+    """D' per face plus what it took: steps used and the last cosine per surrogate (clean D')."""
+
+    deid: torch.Tensor
+    steps: list[int]
+    cos: dict[str, list[float]]
+
+
+class _RowAdam:
+    """Adam whose update touches only the rows (faces) still active; finished faces freeze."""
+
+    def __init__(self, p: torch.Tensor, lr: float, betas=(0.9, 0.999), eps: float = 1e-8):
+        self.p, self.lr, self.b1, self.b2, self.eps = p, lr, betas[0], betas[1], eps
+        self.m, self.v = torch.zeros_like(p), torch.zeros_like(p)
+        self.t = torch.zeros(p.shape[0], device=p.device)
+
+    @torch.no_grad()
+    def step(self, grad: torch.Tensor, rows: torch.Tensor) -> None:
+        self.t[rows] += 1
+        self.m[rows] = self.b1 * self.m[rows] + (1 - self.b1) * grad
+        self.v[rows] = self.b2 * self.v[rows] + (1 - self.b2) * grad**2
+        shape = (-1,) + (1,) * (self.p.dim() - 1)
+        mh = self.m[rows] / (1 - self.b1 ** self.t[rows]).view(shape)
+        vh = self.v[rows] / (1 - self.b2 ** self.t[rows]).view(shape)
+        self.p[rows] -= self.lr * mh / (vh.sqrt() + self.eps)
+
+
+def objective(x: torch.Tensor, tx: torch.Tensor, cover: torch.Tensor, surrogates: dict, f_orig: dict, f_fake: torch.Tensor, cfg: StrongConfig) -> tuple[torch.Tensor, dict]:
+    """Per-face loss (module docstring) of D' = ``x`` whose transformed copy is ``tx``; also the
+    per-surrogate cosines under T (for early stopping). ``surrogates``: name -> (model, target);
+    the first one is EN, whose features also carry the near term."""
+    loss = cfg.lam_pix * pixel_term(x, cover) + cfg.lam_edge * edge_term(x, cover)
+    cos = {}
+    for i, (name, (model, target)) in enumerate(surrogates.items()):
+        f = model(tx)
+        cos[name] = (f * f_orig[name]).sum(1).detach()
+        loss = loss + far_hinge(f, f_orig[name], target)
+        if i == 0 and cfg.lam_near:
+            loss = loss + cfg.lam_near * near_term(f, f_fake)
+    return loss, cos
+
+
+def optimise(cover: torch.Tensor, start: torch.Tensor, f_fake: torch.Tensor, surrogates: dict, cfg: StrongConfig, seed: int = 0) -> StrongResult:
+    """Minimise the objective over (z, w) for a batch of faces, each stopping on its own.
+
+    cover, start: (B, 3, S, S) in [0, 1] (C and D0); f_fake: (B, d) EN features of the fake
+    identities; surrogates: name -> (recognizer, target cosine), EN first."""
+    b = cover.shape[0]
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
-        f_c = en(cover)
-    x = deid.detach().clone().requires_grad_(True)
-    opt = torch.optim.Adam([x], lr=lr)
-    for _ in range(steps):
-        f_d = en(random_smoothing(x, g))
-        loss = lam_near * L.near_loss(feat_embed, f_d) + lam_far * L.far_loss(f_c, f_d) + lam_rec * L.rec_loss(cover, x)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+        f_orig = {n: m(cover) for n, (m, _) in surrogates.items()}
+    colour = torch.zeros(b, 3, cfg.grid, cfg.grid, device=cover.device)
+    flow = torch.zeros(b, 2, cfg.flow_grid, cfg.flow_grid, device=cover.device) if cfg.flow_grid else None
+    opts = [_RowAdam(colour, cfg.lr_colour)] + ([_RowAdam(flow, cfg.lr_flow)] if flow is not None else [])
+    steps = [0] * b
+    streak = torch.zeros(b, dtype=torch.long)
+    active = torch.arange(b)
+    for _ in range(cfg.max_steps):
+        if len(active) == 0:
+            break
+        z = colour[active].clone().requires_grad_(True)
+        w = flow[active].clone().requires_grad_(True) if flow is not None else None
+        x = render(start[active], z, w)
+        loss, cos = objective(x, random_transform(x, g, cfg.eot), cover[active], surrogates, {n: f[active] for n, f in f_orig.items()}, f_fake[active], cfg)
+        params = [z] + ([w] if w is not None else [])
+        grads = torch.autograd.grad(loss.sum(), params)
+        for opt, gr in zip(opts, grads):
+            opt.step(gr, active)
         with torch.no_grad():
-            x.copy_(torch.minimum(torch.maximum(x, deid - eps), deid + eps))
-            x.copy_(torch.minimum(torch.maximum(x, cover - max_delta), cover + max_delta).clamp_(0, 1))
-    return x.detach()
+            colour.clamp_(-cfg.max_colour, cfg.max_colour)
+            if flow is not None:
+                flow.clamp_(-cfg.max_flow, cfg.max_flow)
+        for k in active.tolist():
+            steps[k] += 1
+        below = torch.stack([cos[n] < t for n, (_, t) in surrogates.items()]).all(0)
+        streak[active] = torch.where(below, streak[active] + 1, torch.zeros_like(streak[active]))
+        active = active[streak[active] < cfg.patience]
+    with torch.no_grad():
+        out = render(start, colour, flow)
+        last = {n: (m(out) * f_orig[n]).sum(1).tolist() for n, (m, _) in surrogates.items()}
+    return StrongResult(out, steps, last)
+
+
+@torch.no_grad()
+def choose_identities(cover: torch.Tensor, candidates: torch.Tensor, hn, surrogates: dict, blend: float = 1.0) -> torch.Tensor:
+    """Index (per face) of the candidate fake identity whose starting point is furthest from the
+    face: argmin_k Σ_s cos(s(D0_k), s(C)), D0_k = C + β (HN(C, f_k) − C).
+    candidates: (B, K, d) EN features."""
+    b, k, _ = candidates.shape
+    covers = cover.repeat_interleave(k, dim=0)
+    outs = covers + blend * (hn(covers, candidates.reshape(b * k, -1)).float() - covers)
+    score = torch.zeros(b, k, device=cover.device)
+    for model, _ in surrogates.values():
+        score += (model(outs).view(b, k, -1) * model(cover)[:, None]).sum(2)
+    return score.argmin(1)

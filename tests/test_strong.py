@@ -1,0 +1,212 @@
+"""Strong mode's objective, parameterisation, EOT and per-face early stopping, on tiny models."""
+import numpy as np
+import pytest
+import torch
+
+from facecloak import strong as S
+from tests.fakes import FakeRecognizer, FixedDetector, landmarks_at, tiny_cloaker
+
+
+def unit(x):
+    return torch.nn.functional.normalize(x, dim=1)
+
+
+# ------------------------------------------------------------------ objective terms
+def test_far_hinge_is_zero_below_target_and_linear_above():
+    a = unit(torch.tensor([[1.0, 0.0], [1.0, 1.0], [0.0, 1.0]]))
+    b = unit(torch.tensor([[1.0, 0.0], [1.0, 0.0], [1.0, 0.0]]))  # cos 1, 0.707, 0
+    h = S.far_hinge(a, b, target=0.5)
+    assert torch.allclose(h, torch.tensor([0.5, 0.7071 - 0.5, 0.0]), atol=1e-4)
+
+
+def test_near_term_is_one_minus_cos():
+    a = unit(torch.tensor([[1.0, 0.0], [0.0, 1.0]]))
+    assert torch.allclose(S.near_term(a, a), torch.zeros(2))
+    assert torch.allclose(S.near_term(a, a.flip(1)), torch.ones(2))
+
+
+def test_pixel_term_is_one_at_tau():
+    c = torch.full((2, 3, 16, 16), 0.5)
+    assert torch.allclose(S.pixel_term(c + S.TAU, c), torch.ones(2))
+    assert torch.allclose(S.pixel_term(c, c), torch.zeros(2))
+
+
+def test_edge_term_prices_texture_not_smooth_shading():
+    c = torch.rand(1, 3, 32, 32)
+    shade = torch.linspace(0, 0.05, 32).view(1, 1, 1, 32).expand(1, 3, 32, 32)
+    checker = 0.05 * ((torch.arange(32)[:, None] + torch.arange(32)[None]) % 2).float().expand(1, 3, 32, 32)
+    assert S.edge_term(c + 0.05, c).item() == pytest.approx(0.0, abs=1e-6)  # a constant offset: no new edge
+    assert S.edge_term(c + checker, c) > 100 * S.edge_term(c + shade, c)
+    # the same energy, for the pixel term the two are alike
+    assert S.pixel_term(c + checker, c) == pytest.approx(2 * S.pixel_term(c + 0.025, c).item(), rel=1e-4)
+
+
+# ------------------------------------------------------------------ parameterisation
+def test_render_with_zero_parameters_is_the_start():
+    d0 = torch.rand(2, 3, 64, 64)
+    out = S.render(d0, torch.zeros(2, 3, 8, 8), torch.zeros(2, 2, 4, 4))
+    assert torch.allclose(out, d0, atol=2e-5)  # grid_sample round-off
+
+
+def test_colour_offsets_are_smooth():
+    z = torch.randn(1, 3, 8, 8) * 0.05
+    u = S.upsample(z, 128)
+    step = (u[..., 1:] - u[..., :-1]).abs().max()
+    assert step < 0.2 * (z[..., 1:] - z[..., :-1]).abs().max()  # spread over 16 pixels per grid cell
+
+
+def test_warp_by_a_whole_pixel_is_a_shift():
+    x = torch.rand(1, 3, 32, 32)
+    flow = torch.zeros(1, 2, 32, 32)
+    flow[:, 0] = 1.0  # sample one pixel to the right
+    assert torch.allclose(S.warp(x, flow)[..., :-1], x[..., 1:], atol=1e-5)
+
+
+# ------------------------------------------------------------------ EOT
+def test_transforms_keep_shape_range_and_gradient():
+    x = torch.rand(2, 3, 64, 64, requires_grad=True)
+    for t in (S.gaussian_blur(x, 1.0), S.rescale(x, 0.6), S.shift(x, 2, -3), S.jpeg_like(x, 50)):
+        assert t.shape == x.shape and float(t.detach().min()) >= 0 and float(t.detach().max()) <= 1 + 1e-6
+        (g,) = torch.autograd.grad(t.sum(), x)
+        assert g.abs().sum() > 0
+
+
+def test_jpeg_like_keeps_smooth_images_and_drops_fine_texture():
+    smooth = torch.linspace(0.2, 0.8, 64).view(1, 1, 1, 64).expand(1, 3, 64, 64).contiguous()
+    checker = 0.5 + 0.03 * (2 * ((torch.arange(64)[:, None] + torch.arange(64)[None]) % 2).float() - 1).expand(1, 3, 64, 64)
+    assert (S.jpeg_like(smooth, 90) - smooth).abs().mean() < 2 / 255
+    assert (S.jpeg_like(checker, 30) - 0.5).abs().mean() < 0.3 * (checker - 0.5).abs().mean()
+
+
+def test_dct_matrix_is_orthonormal():
+    d = S._dct_matrix()
+    assert torch.allclose(d @ d.T, torch.eye(8), atol=1e-6)
+
+
+def test_shift_moves_content():
+    x = torch.arange(16.0).view(1, 1, 4, 4)
+    assert torch.equal(S.shift(x, 1, 0)[0, 0, :, 1:], x[0, 0, :, :-1])
+
+
+# ------------------------------------------------------------------ optimisation
+def _surrogates(target=0.0):
+    return {"arcface_mbf": (FakeRecognizer(0), target), "other": (FakeRecognizer(1), target)}
+
+
+def smooth_faces(n: int, size: int = 32, seed: int = 0) -> torch.Tensor:
+    """Smooth random images (upsampled 8x8 noise): blur and JPEG barely change them."""
+    g = torch.Generator().manual_seed(seed)
+    return S.upsample(torch.rand(n, 3, 8, 8, generator=g), size).clamp(0, 1)
+
+
+def test_optimise_moves_faces_away_on_every_surrogate_within_bounds():
+    c = smooth_faces(3)
+    f = unit(torch.randn(3, 512, generator=torch.Generator().manual_seed(0)))
+    cfg = S.StrongConfig(max_steps=8, grid=8, flow_grid=0, lr_colour=0.01, lam_pix=0.0, lam_edge=0.0, targets=(("arcface_mbf", -1.0), ("other", -1.0)))
+    sur = _surrogates(-1.0)
+    res = S.optimise(c, c.clone(), f, sur, cfg)
+    assert res.steps == [8, 8, 8]  # the target is unreachable: nobody stops early
+    for name in sur:
+        assert max(res.cos[name]) < 0.9
+    assert (res.deid - c).abs().max() <= 1.25 * cfg.max_colour  # bicubic overshoot is < 25 %
+
+
+def test_the_warp_alone_also_moves_faces():
+    c = smooth_faces(2, 64)
+    f = unit(torch.randn(2, 512, generator=torch.Generator().manual_seed(0)))
+    cfg = S.StrongConfig(max_steps=6, grid=2, flow_grid=4, lr_colour=0.0, lr_flow=1.0, lam_pix=0.0, lam_edge=0.0, eot=(),
+                         targets=(("arcface_mbf", -1.0), ("other", -1.0)))
+    res = S.optimise(c, c.clone(), f, _surrogates(-1.0), cfg)
+    assert max(res.cos["arcface_mbf"]) < 0.999
+
+
+def test_pixel_and_edge_terms_hold_the_change_back():
+    c = smooth_faces(2)
+    f = unit(torch.randn(2, 512, generator=torch.Generator().manual_seed(0)))
+    base = dict(max_steps=6, grid=8, flow_grid=4, lr_colour=0.02, eot=(), targets=(("arcface_mbf", -1.0), ("other", -1.0)))
+    free = S.optimise(c, c.clone(), f, _surrogates(-1.0), S.StrongConfig(lam_pix=0.0, lam_edge=0.0, **base)).deid
+    held = S.optimise(c, c.clone(), f, _surrogates(-1.0), S.StrongConfig(lam_pix=50.0, lam_edge=50.0, **base)).deid
+    assert ((held - c) ** 2).mean() < ((free - c) ** 2).mean()
+
+
+def test_each_face_stops_once_its_margin_is_reached():
+    c = smooth_faces(2)
+    start = c.clone()
+    start[0] = smooth_faces(1, seed=5)[0]  # face 0 already starts far from its original; face 1 does not
+    f = unit(torch.randn(2, 512, generator=torch.Generator().manual_seed(0)))
+    sur = _surrogates(0.9)
+    with torch.no_grad():
+        cos0 = {n: (m(start) * m(c)).sum(1) for n, (m, _) in sur.items()}
+    assert all(v[0] < 0.9 < v[1] for v in cos0.values())
+    cfg = S.StrongConfig(max_steps=6, patience=2, grid=8, flow_grid=0, lr_colour=0.002, lam_pix=0.0, lam_edge=0.0, lam_near=0.0, eot=(),
+                         targets=(("arcface_mbf", 0.9), ("other", 0.9)))
+    res = S.optimise(c, start, f, sur, cfg)
+    assert res.steps[0] == 2  # `patience` steps below target, then frozen
+    assert res.steps[1] > 2
+
+
+def test_finished_faces_are_frozen():
+    c = smooth_faces(2)
+    f = unit(torch.randn(2, 512, generator=torch.Generator().manual_seed(0)))
+    cfg = S.StrongConfig(max_steps=5, patience=1, grid=4, flow_grid=4, eot=(), targets=(("arcface_mbf", 1.5), ("other", 1.5)))
+    res = S.optimise(c, c.clone(), f, _surrogates(1.5), cfg)  # every face is below 1.5 at once
+    assert res.steps == [1, 1]
+    one = S.optimise(c, c.clone(), f, _surrogates(1.5), S.StrongConfig(**{**cfg.__dict__, "max_steps": 1}))
+    assert torch.allclose(res.deid, one.deid)
+
+
+def test_choose_identities_picks_the_candidate_furthest_from_the_face():
+    class ShiftNet(torch.nn.Module):  # "network" whose output depends on the fake feature
+        def forward(self, x, f):
+            return (x + 0.5 * f[:, :1, None, None]).clamp(0, 1)
+
+    torch.manual_seed(0)
+    c = torch.rand(2, 3, 32, 32) * 0.5
+    cands = torch.zeros(2, 3, 4)
+    cands[0, :, 0] = torch.tensor([0.0, 0.2, 1.0])
+    cands[1, :, 0] = torch.tensor([0.9, 0.0, 0.1])
+    sur = {"a": (FakeRecognizer(0), 0.0)}
+    with torch.no_grad():
+        scores = [[float((sur["a"][0](ShiftNet()(c[i : i + 1], cands[i, k : k + 1])) * sur["a"][0](c[i : i + 1])).sum()) for k in range(3)] for i in range(2)]
+    picked = S.choose_identities(c, cands, ShiftNet(), sur)
+    assert picked.tolist() == [int(np.argmin(s)) for s in scores]
+
+
+def test_presets_order_strength():
+    lo, mid, hi = (S.PRESETS[k] for k in ("low", "medium", "high"))
+    assert len(lo.targets) <= len(mid.targets) == len(hi.targets)
+    for (_, t_lo), (_, t_mid), (_, t_hi) in zip(lo.targets, mid.targets, hi.targets):
+        assert t_lo >= t_mid >= t_hi
+    assert lo.blend <= mid.blend < hi.blend
+    with pytest.raises(ValueError, match="unknown strength"):
+        S.preset("extreme")
+    assert S.preset("low", max_steps=3).max_steps == 3
+
+
+def test_no_held_out_black_box_is_a_surrogate():
+    for cfg in S.PRESETS.values():
+        names = cfg.surrogate_names
+        assert names[0] == "arcface_mbf" and len(names) <= 2
+        assert not {"sface", "dlib_resnet"} & set(names)
+
+
+# ------------------------------------------------------------------ Cloaker integration
+def test_cloaker_strong_mode_records_steps_and_changes_less_than_unbounded():
+    det = FixedDetector(default=[landmarks_at(200, 200)])
+    ck = tiny_cloaker(det, mode="strong", strong_steps=2)
+    ck._strong = _surrogates(-1.0)  # tiny surrogates instead of the zoo's
+    img = np.random.default_rng(0).integers(0, 255, (400, 400, 3), dtype=np.uint8)
+    res = ck.protect(img)
+    assert res.faces[0].status == "protected" and res.faces[0].strong_steps == 2
+    fast = tiny_cloaker(det).protect(img)
+    assert not np.array_equal(res.rgb, fast.rgb)
+
+
+def test_cli_rejects_an_unknown_strength(tmp_path):
+    from typer.testing import CliRunner
+
+    from facecloak.cli import app
+
+    (tmp_path / "a.jpg").write_bytes(b"x")
+    r = CliRunner().invoke(app, ["protect", str(tmp_path / "a.jpg"), "--out", str(tmp_path / "o"), "--mode", "strong", "--strength", "extreme"])
+    assert r.exit_code == 2 and "--strength must be low, medium or high" in r.output
