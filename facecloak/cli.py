@@ -404,6 +404,7 @@ def eval_cmd(
     methods: Annotated[Optional[str], typer.Option("--methods", help="Comma list (default all): facecloak_fast,facecloak_strong,blur,pixelate,mask,lgc,tip_im,fawkes")] = None,
     recognizers: Annotated[Optional[str], typer.Option("--recognizers", help="Comma list (default: arcface_mbf,facenet_casia,sface,dlib_resnet)")] = None,
     weights: Annotated[Optional[str], typer.Option("--weights", help="Hiding-network weights to evaluate (default: shipped).")] = None,
+    bank: Annotated[Optional[Path], typer.Option("--bank", help="Your own fake-identity bank (from `facecloak data build-bank`); default: the shipped one.")] = None,
     sweep: Annotated[bool, typer.Option("--sweep", help="Also trace quality vs ASR (LGC eps 1..7, facecloak strength).")] = False,
     limit: Annotated[Optional[int], typer.Option("--limit", help="De-identify at most N faces (quick look).")] = None,
     steps_scale: Annotated[float, typer.Option("--steps-scale", help="Scale the iterations of strong mode and the adversarial baselines.")] = 1.0,
@@ -420,6 +421,7 @@ def eval_cmd(
         facecloak eval --benchmark lfw --data ~/lfw --out eval-lfw
         facecloak eval --benchmark folder --data ~/people --methods facecloak_fast,blur
         facecloak eval --benchmark orl --no-e2e --methods facecloak_fast   # crops only, quicker
+        facecloak eval --benchmark orl --methods facecloak_fast --bank my_bank.safetensors
     """
     import time
 
@@ -439,6 +441,13 @@ def eval_cmd(
 
     if impostor_fakes not in FAKE_SOURCES:
         raise UserError(f"--impostor-fakes must be one of {', '.join(FAKE_SOURCES)}, not {impostor_fakes!r}")
+    if bank is not None:  # checked before the benchmark's minutes of preparation, like protect's --bank: exit 3
+        from .bank import BankError, load_user_bank
+
+        try:
+            load_user_bank(bank)
+        except BankError as e:
+            raise UserError(_load_failure(e, bank=bank), code=3)
     t0 = time.perf_counter()
     with console.status("preparing the benchmark (detect + align, cached)"):
         if benchmark == "orl":
@@ -451,7 +460,7 @@ def eval_cmd(
             raise UserError(f"--benchmark must be orl, lfw or folder, not {benchmark!r}")
     base = EvalConfig()
     scaled = {f: max(1, round(getattr(base, f) * steps_scale)) for f in ("strong_steps", "lgc_steps", "tip_im_steps", "fawkes_steps")}
-    cfg = EvalConfig(benchmark=benchmark, data=str(data) if data else None, out=str(out), methods=ms, recognizers=rs, weights=weights,
+    cfg = EvalConfig(benchmark=benchmark, data=str(data) if data else None, out=str(out), methods=ms, recognizers=rs, weights=weights, bank=str(bank) if bank else None,
                      seed=seed, device=dev, sweep=sweep, limit=limit, e2e=e2e, impostor_fakes=impostor_fakes, **scaled)
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 

@@ -55,6 +55,7 @@ class EvalConfig:
     methods: tuple[str, ...] = ALL_METHODS
     recognizers: tuple[str, ...] = (WHITE_BOX, *BLACK_BOXES)
     weights: str | None = None
+    bank: str | None = None  # a user's own fake-identity bank (`--bank`); None: the shipped one
     seed: int = 0
     device: str = "auto"
     batch_size: int = 16
@@ -188,7 +189,7 @@ def run_eval(bench: Benchmark, cfg: EvalConfig, progress: Callable[[str, int, in
         from ..cloak import CloakConfig
         from ..pretrained import build_cloaker
 
-        ctx.cloaker = build_cloaker(weights=cfg.weights, device=str(device), config=CloakConfig(seed=cfg.seed, strong_steps=cfg.strong_steps, batch_size=cfg.batch_size))
+        ctx.cloaker = build_cloaker(weights=cfg.weights, bank=cfg.bank, device=str(device), config=CloakConfig(seed=cfg.seed, strong_steps=cfg.strong_steps, batch_size=cfg.batch_size))
 
     timing: dict[str, float] = {}
     clock = [time.perf_counter()]
