@@ -34,8 +34,11 @@ class ModelNotAvailable(RuntimeError):
     """Raised when no source could provide a model; the message lists what was tried."""
 
 
-class HashMismatch(RuntimeError):
-    """Raised when a cached or converted file does not match the record's sha256."""
+class HashMismatch(ModelNotAvailable):
+    """Raised when a cached, converted or shipped file does not match the record's sha256.
+
+    A kind of ``ModelNotAvailable``: the model cannot be loaded, and the CLI prints the whole
+    message (its advice included) as the one-line exit-3 error."""
 
 
 @dataclass(frozen=True)
@@ -158,10 +161,18 @@ def verify(record: ModelRecord, path: Path) -> None:
         return
     got = sha256_file(path)
     if got != record.sha256:
-        raise HashMismatch(
-            f"{path} has sha256 {got}, but model {record.name!r} expects {record.sha256}. "
-            f"Delete the file and run `facecloak models fetch {record.name}`."
-        )
+        raise HashMismatch(f"{path} has sha256 {got}, but model {record.name!r} expects {record.sha256}. {_mismatch_advice(record, path)}")
+
+
+def _mismatch_advice(record: ModelRecord, path: Path) -> str:
+    """What to do about a file with the wrong hash. A cached download can be fetched again; a file
+    shipped with facecloak (a ``LocalSource``) has no other copy, so it must never be deleted."""
+    shipped = any(isinstance(s, LocalSource) and Path(s.path).resolve() == Path(path).resolve() for s in record.sources)
+    if not shipped:
+        return f"Delete the file and run `facecloak models fetch {record.name}`."
+    return ("This file ships with facecloak and was modified; do not delete it, it is the only copy. "
+            "Reinstall facecloak (`pip install --force-reinstall --no-deps facecloak`), or run `git checkout weights/` in a clone; "
+            "or pass your own file with --weights (hiding network) or --bank (fake-identity bank).")
 
 
 def status(record: ModelRecord) -> str:
