@@ -255,8 +255,9 @@ class Cloaker:
         out = (deid * 255).round().clamp(0, 255).byte().permute(0, 2, 3, 1).numpy()
         lm = CANONICAL_256.round(2).tolist()
         recs = [
-            FaceRecord(box=[0.0, 0.0, 256.0, 256.0], landmarks=lm, score=1.0, status="protected", identity=int(i), psnr=_psnr(c, d))
-            for i, c, d in zip(ids, covers, deid)
+            FaceRecord(box=[0.0, 0.0, 256.0, 256.0], landmarks=lm, score=1.0, status="protected", identity=int(i), psnr=_psnr(c, d),
+                       strong_steps=self.last_strong_steps[k] if self.last_strong_steps else None)
+            for k, (i, c, d) in enumerate(zip(ids, covers, deid))
         ]
         if self.verifiers:
             self._verify(covers, deid, recs)

@@ -10,7 +10,7 @@ from facecloak.zoo.registry import HashMismatch, ModelRecord, list_records, sha2
 EXPECTED = {
     "arcface_mbf": "recognizer", "facenet_casia": "recognizer", "dlib_resnet": "recognizer", "sface": "recognizer",
     "dlib_shape5": "detector", "retinaface_mobile0.25": "detector", "lpips_alex": "perceptual", "lpips_vgg": "perceptual",
-    "dcgan_faces": "generator", "fake_identity_bank": "generator", "hiding_net": "hiding",
+    "dcgan_faces": "generator", "mobilestylegan_ffhq": "generator", "fake_identity_bank": "generator", "hiding_net": "hiding",
 }
 
 

@@ -210,3 +210,10 @@ def test_cli_rejects_an_unknown_strength(tmp_path):
     (tmp_path / "a.jpg").write_bytes(b"x")
     r = CliRunner().invoke(app, ["protect", str(tmp_path / "a.jpg"), "--out", str(tmp_path / "o"), "--mode", "strong", "--strength", "extreme"])
     assert r.exit_code == 2 and "--strength must be low, medium or high" in r.output
+
+
+def test_aligned_crops_record_their_strong_steps():
+    ck = tiny_cloaker(mode="strong", strong_steps=2)
+    ck._strong = _surrogates(-1.0)
+    crops = [np.random.default_rng(s).integers(0, 255, (256, 256, 3), dtype=np.uint8) for s in range(2)]
+    assert [r.faces[0].strong_steps for r in ck.protect_crops(crops)] == [2, 2]

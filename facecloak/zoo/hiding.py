@@ -18,8 +18,8 @@ from .registry import LocalSource, ModelNotAvailable, ModelRecord, register
 
 HIDING_FILE = "hiding_net.safetensors"
 BANK_FILE = "fake_bank.safetensors"
-HIDING_SHA256 = "9d1afc807542a3995d018b33a0ffbc737df7498e2f8a09202cbf60f11e23411e"  # weights/README.md says how it was trained
-BANK_SHA256 = "1a264e853070c51c51b32dd5d23efdad503855b8ab5d030aa9352488f43b1199"
+HIDING_SHA256 = "ec5ebbf6c942669569ae14cd4600357f829244b2e75323d05aa8718619fc896d"  # weights/README.md says how it was trained
+BANK_SHA256 = "714f55fe9f360ea60b27fb9c1533701569caf446d5fd11f92fbd2674bdd1d816"
 
 
 def bundled_dir() -> Path:
