@@ -141,14 +141,10 @@ def edge_term(x: torch.Tensor, cover: torch.Tensor) -> torch.Tensor:
 
 # ------------------------------------------------------------------ EOT transformations
 def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
-    """Separable Gaussian blur, kernel radius ceil(3σ), reflect padding."""
-    r = max(1, math.ceil(3 * sigma))
-    t = torch.arange(-r, r + 1, dtype=x.dtype, device=x.device)
-    k = torch.exp(-(t**2) / (2 * sigma**2))
-    k = k / k.sum()
-    c = x.shape[1]
-    x = F.conv2d(F.pad(x, (r, r, 0, 0), mode="reflect"), k.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
-    return F.conv2d(F.pad(x, (0, 0, r, r), mode="reflect"), k.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
+    """Separable Gaussian blur, kernel radius ceil(3σ), reflect padding (``gaussian_lowpass``)."""
+    from .models.hiding import gaussian_lowpass
+
+    return gaussian_lowpass(x, sigma, radius_sigmas=3.0)
 
 
 def rescale(x: torch.Tensor, factor: float) -> torch.Tensor:

@@ -163,10 +163,10 @@ class HidingNet(nn.Module):
         return (cover + residual).clamp(0, 1)
 
 
-def gaussian_lowpass(x: torch.Tensor, sigma: float) -> torch.Tensor:
-    """Separable Gaussian blur, kernel radius ceil(2σ), reflect padding, per channel:
+def gaussian_lowpass(x: torch.Tensor, sigma: float, radius_sigmas: float = 2.0) -> torch.Tensor:
+    """Separable Gaussian blur, kernel radius ceil(radius_sigmas σ), reflect padding, per channel:
     k(t) = exp(-t² / 2σ²) / Σ exp(-t² / 2σ²)."""
-    r = max(1, math.ceil(2 * sigma))
+    r = max(1, math.ceil(radius_sigmas * sigma))
     t = torch.arange(-r, r + 1, dtype=x.dtype, device=x.device)
     k = torch.exp(-(t**2) / (2 * sigma**2))
     k = k / k.sum()
