@@ -405,7 +405,7 @@ def eval_cmd(
     recognizers: Annotated[Optional[str], typer.Option("--recognizers", help="Comma list (default: arcface_mbf,facenet_casia,sface,dlib_resnet)")] = None,
     weights: Annotated[Optional[str], typer.Option("--weights", help="Hiding-network weights to evaluate (default: shipped).")] = None,
     bank: Annotated[Optional[Path], typer.Option("--bank", help="Your own fake-identity bank (from `facecloak data build-bank`); default: the shipped one.")] = None,
-    sweep: Annotated[bool, typer.Option("--sweep", help="Also trace quality vs ASR (LGC eps 1..7, facecloak strength).")] = False,
+    sweep: Annotated[bool, typer.Option("--sweep", help="Also trace quality vs ASR of the chosen methods: facecloak_fast at strength 0.5-1.5, lgc at eps 1..7.")] = False,
     limit: Annotated[Optional[int], typer.Option("--limit", help="De-identify at most N faces (quick look).")] = None,
     steps_scale: Annotated[float, typer.Option("--steps-scale", help="Scale the iterations of strong mode and the adversarial baselines.")] = 1.0,
     e2e: Annotated[bool, typer.Option("--e2e/--no-e2e", help="Also protect the whole photos as `protect` does and re-detect them with dlib's HOG detector.")] = True,
@@ -426,7 +426,7 @@ def eval_cmd(
     import time
 
     from .eval import benchmark as B
-    from .eval.runner import ALL_METHODS, BLACK_BOXES, WHITE_BOX, EvalConfig, run_eval
+    from .eval.runner import ALL_METHODS, BLACK_BOXES, WHITE_BOX, EvalConfig, run_eval, sweep_table
     from .pretrained import resolve_device
 
     dev = str(resolve_device(device))
@@ -465,7 +465,7 @@ def eval_cmd(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     # de-identify original + each method, quality, e2e (originals + 2 modes), impostor set, each recognizer, report
-    n_stages = 1 + len(ms) + (11 if sweep else 0) + (3 if e2e else 0) + len(rs) + 3
+    n_stages = 1 + len(ms) + (len(sweep_table(cfg)) if sweep else 0) + (3 if e2e else 0) + len(rs) + 3
     bar = Progress(TextColumn("{task.description:<34}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console, disable=quiet)
     task = bar.add_task("eval", total=n_stages)
 
