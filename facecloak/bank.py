@@ -40,10 +40,31 @@ def build_bank_from_faces(en, fakes: torch.Tensor, real_faces: torch.Tensor, far
     """
     f_fake = embed_batched(en, fakes)
     f_real = embed_batched(en, real_faces) if real_faces.numel() else torch.zeros(0, f_fake.shape[1])
+    return select_far(f_fake, f_real, far_cos, info)
+
+
+@torch.no_grad()
+def embed_paths(en, paths, batch: int = 64) -> torch.Tensor:
+    """EN features of canonical crops read ``batch`` files at a time, so thousands of faces never
+    sit in memory together (6,500 crops as float tensors would take 5 GB)."""
+    from .train.data import read_rgb, to_tensor
+
+    paths = list(paths)
+    chunks = [en(torch.stack([to_tensor(read_rgb(p)) for p in paths[i : i + batch]])) for i in range(0, len(paths), batch)]
+    return torch.cat(chunks) if chunks else torch.zeros(0, 512)
+
+
+def build_bank_from_paths(en, fake_paths, real_paths, far_cos: float = 0.2, info: dict | None = None) -> tuple[torch.Tensor, torch.Tensor, dict]:
+    """:func:`build_bank_from_faces` over crop files (streamed; see :func:`embed_paths`)."""
+    return select_far(embed_paths(en, fake_paths), embed_paths(en, real_paths), far_cos, info)
+
+
+def select_far(f_fake: torch.Tensor, f_real: torch.Tensor, far_cos: float = 0.2, info: dict | None = None) -> tuple[torch.Tensor, torch.Tensor, dict]:
+    """Keep fake i iff max_j cos(f_fake_i, f_real_j) < far_cos; return (kept features, their indices, stats)."""
     keep = far_from_all(f_fake, f_real, far_cos)
     idx = torch.nonzero(keep).flatten()
     stats = {
-        "candidates": int(fakes.shape[0]), "kept": int(keep.sum()), "real_faces": int(f_real.shape[0]), "far_cos": far_cos,
+        "candidates": int(f_fake.shape[0]), "kept": int(keep.sum()), "real_faces": int(f_real.shape[0]), "far_cos": far_cos,
         **(info or {}),
         "mean_pairwise_cos_kept": float((f_fake[idx] @ f_fake[idx].T).mean()) if len(idx) else None,
     }

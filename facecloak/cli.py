@@ -525,7 +525,7 @@ def data_build_bank(
     far_cos: Annotated[float, typer.Option("--far-cos", help="Keep fakes whose cos to every real face is below this.")] = 0.2,
     seed: SeedOpt = 1,
 ):
-    """Build your own fake-identity bank: DCGAN faces embedded by ArcFace, far from every real face of the pool.
+    """Build your own fake-identity bank: generated faces embedded by ArcFace, far from every real training face.
 
     It is written to your cache (never over the bank shipped with facecloak, whose hash
     `protect` checks); use it with `facecloak protect --bank FILE`.
@@ -543,25 +543,28 @@ def data_build_bank(
         raise UserError(f"--out {out} is the bank shipped with facecloak; write your own elsewhere and pass it with --bank")
     import torch
 
-    from .data.crops import offline_crops, read_crops
+    from .data.crops import real_training_pool
     from .zoo.arcface import load_arcface
-    from .zoo.dcgan import load_dcgan
 
-    # Training faces only: filtering against the evaluation faces would tune the bank to them,
-    # while the eval claims those identities were never seen (issue 13, split hygiene).
-    real = read_crops(offline_crops("train"))
+    # Training faces only (offline train split + NBA headshots): filtering against the evaluation
+    # faces would tune the bank to them, while the eval claims those identities were never seen
+    # (issue 13, split hygiene).
+    real_paths = real_training_pool()
     if source == "dcgan":
+        from .zoo.dcgan import load_dcgan
+        from .train.data import read_rgb, to_tensor
+
+        real = torch.stack([to_tensor(read_rgb(p)) for p in real_paths])
         feats, idx, stats = build_bank(load_arcface(), load_dcgan(), real, n_candidates, far_cos, seed)
     else:
-        from .bank import build_bank_from_faces
+        from .bank import build_bank_from_paths
         from .data.crops import stylegan_covers_dir
-        from .train.data import read_rgb, to_tensor
         from .zoo.stylegan import write_stylegan_covers
 
         with console.status(f"generating {n_candidates} StyleGAN faces (cached; about 1 s each on a CPU core)"):
             paths = write_stylegan_covers(stylegan_covers_dir(seed), n_candidates, seed)
-        fakes = torch.stack([to_tensor(read_rgb(p)) for p in paths])
-        feats, idx, stats = build_bank_from_faces(load_arcface(), fakes, real, far_cos, {"source": "mobilestylegan_ffhq", "seed": seed, "truncation": 0.7})
+        with console.status(f"embedding {len(paths)} fake and {len(real_paths)} real faces"):
+            feats, idx, stats = build_bank_from_paths(load_arcface(), paths, real_paths, far_cos, {"source": "mobilestylegan_ffhq", "seed": seed, "truncation": 0.7})
     save_bank(out, feats, idx, stats)
     console.print(f"kept {stats['kept']} of {n_candidates} fake identities (cos < {far_cos} to {stats['real_faces']} real faces) -> {out}")
     console.print(f"use it with: facecloak protect ... --bank {out}")

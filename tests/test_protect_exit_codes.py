@@ -85,8 +85,12 @@ def test_build_bank_writes_to_the_user_cache_never_over_the_shipped_bank(tmp_pat
     before = hashlib.sha256(shipped.read_bytes()).hexdigest()
     monkeypatch.setenv("FACECLOAK_CACHE", str(tmp_path / "cache"))
     # the real generator and pool take minutes; the command's file handling is what is tested here
-    monkeypatch.setattr(crops, "offline_crops", lambda split: split)
-    monkeypatch.setattr(crops, "read_crops", lambda folder: torch.rand(2, 3, 256, 256))
+    from PIL import Image
+
+    real = [tmp_path / f"real{i}.png" for i in range(2)]
+    for p in real:
+        Image.new("RGB", (256, 256), (120, 90, 80)).save(p)
+    monkeypatch.setattr(crops, "real_training_pool", lambda *a, **k: real)
     monkeypatch.setattr(arcface, "load_arcface", lambda *a, **k: None)
     monkeypatch.setattr(dcgan, "load_dcgan", lambda *a, **k: None)
     feats = torch.nn.functional.normalize(torch.randn(5, 512), dim=1)

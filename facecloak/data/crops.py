@@ -51,6 +51,14 @@ def stylegan_covers_dir(seed: int = 1, truncation: float = 0.7) -> Path:
     return cache_dir() / "crops" / f"stylegan-seed{seed}-t{truncation:g}"
 
 
+def real_training_pool(device: str = "cpu") -> list[Path]:
+    """Every real face training may see: the offline training split and the NBA headshots >= 85 px.
+    The bank is filtered against all of them, and never against the evaluation faces (issue 13)."""
+    from ..train.data import list_crops
+
+    return list_crops(offline_crops("train", device)) + list_crops(nba_crops(device))
+
+
 def read_crops(folder: Path) -> torch.Tensor:
     """All crops of a folder as (N, 3, 256, 256) float in [0, 1]."""
     from ..train.data import list_crops, read_rgb, to_tensor
