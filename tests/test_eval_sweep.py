@@ -32,3 +32,21 @@ def test_v01_config_without_work_size_loads_at_full_resolution(tmp_path):
     c, f = torch.rand(1, 3, 64, 64), torch.nn.functional.normalize(torch.randn(1, 512), dim=1)
     with torch.no_grad():
         assert torch.equal(loaded(c, f), net.eval()(c, f))
+
+
+def test_report_names_the_weights_it_measured(tmp_path):
+    # The shipped file may be replaced later; the report must still say which weights it measured.
+    import hashlib
+
+    from safetensors.torch import save_file
+
+    from facecloak.eval.runner import weights_provenance
+    from facecloak.models.hiding import HidingNet, HidingNetConfig, save_hiding_net
+
+    hn, bank = tmp_path / "hn.safetensors", tmp_path / "bank.safetensors"
+    save_hiding_net(HidingNet(HidingNetConfig(width=4, work_size=128)), hn, extra={"model_version": "9.9"})
+    save_file({"features": torch.randn(7, 512)}, str(bank))
+    p = weights_provenance(EvalConfig(weights=str(hn), bank=str(bank)))
+    assert p["hiding_net"]["sha256"] == hashlib.sha256(hn.read_bytes()).hexdigest()
+    assert p["hiding_net"]["model_version"] == "9.9" and p["hiding_net"]["config"]["work_size"] == 128
+    assert p["bank"] == {"path": str(bank), "sha256": hashlib.sha256(bank.read_bytes()).hexdigest(), "fakes": 7}

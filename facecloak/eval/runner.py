@@ -259,6 +259,8 @@ def run_eval(bench: Benchmark, cfg: EvalConfig, progress: Callable[[str, int, in
             "timing_seconds": timing,
         }
     )
+    if ctx.cloaker is not None:
+        report["weights"] = weights_provenance(cfg)
     (out / "report.json").write_text(json.dumps(report, indent=2, default=_np))
     from .report import write_markdown, write_plots
 
@@ -266,6 +268,24 @@ def run_eval(bench: Benchmark, cfg: EvalConfig, progress: Callable[[str, int, in
     write_markdown(report, out / "report.md")
     write_plots(report, originals, deid, deid_keys[: cfg.grid_faces], out)
     return report
+
+
+def weights_provenance(cfg: EvalConfig) -> dict:
+    """Which hiding network and bank the facecloak rows measured: path, sha256 and the network's
+    header (model_version, config), so a report still names its weights after the files change."""
+    from safetensors import safe_open
+
+    from ..zoo.registry import resolve, sha256_file
+
+    hn = resolve("hiding_net", path=cfg.weights)
+    bank = Path(cfg.bank) if cfg.bank else resolve("fake_identity_bank")
+    with safe_open(str(hn), framework="numpy") as f:
+        meta = f.metadata() or {}
+    with safe_open(str(bank), framework="numpy") as f:
+        n_fakes = f.get_slice("features").get_shape()[0]
+    header = {k: json.loads(meta[k]) for k in ("model_version", "config") if k in meta}
+    return {"hiding_net": {"path": str(hn), "sha256": sha256_file(hn), **header},
+            "bank": {"path": str(bank), "sha256": sha256_file(bank), "fakes": n_fakes}}
 
 
 def _run_e2e(bench, deid_keys, originals, modes, ctx, step):
