@@ -158,6 +158,10 @@ def protect(
     bank: Annotated[Optional[Path], typer.Option("--bank", help="Your own fake-identity bank (from `facecloak data build-bank`); default: the shipped one.")] = None,
     max_pixels: Annotated[int, typer.Option("--max-pixels", min=0, help="Refuse images above this many pixels as possible decompression bombs (0: no limit).")] = 100_000_000,
     strict: Annotated[bool, typer.Option("--strict", help="Exit 1 when a photo keeps a face left unprotected (below --min-face).")] = False,
+    engine: Annotated[str, typer.Option("--engine", help="local (this process) | ray (Ray actors on this machine or a cluster; needs facecloak[ray]).")] = "local",
+    ray_address: Annotated[Optional[str], typer.Option("--ray-address", help="--engine ray: join this cluster (auto, HOST:PORT, ray://HOST:PORT); default: start Ray here.")] = None,
+    num_workers: Annotated[Optional[int], typer.Option("--num-workers", min=1, help="--engine ray: actors (default: one per GPU, else one per 4 CPUs).")] = None,
+    gpus_per_worker: Annotated[Optional[float], typer.Option("--gpus-per-worker", min=0, help="--engine ray: GPUs per actor (default 1 when the cluster has GPUs; 0: CPU actors).")] = None,
     device: DeviceOpt = "auto",
     seed: SeedOpt = 0,
     quiet: QuietOpt = False,
@@ -168,6 +172,7 @@ def protect(
         facecloak protect ./photos --out ./safe
         facecloak protect ./photos -r --out ./safe --verify --report safe/report.json
         find photos -name '*.jpg' | facecloak protect --from-list - --out ./safe --quiet
+        facecloak protect /shared/archive -r --out /shared/safe --engine ray --ray-address auto
 
     Outputs keep each input's path relative to the inputs' common folder; no two inputs share an
     output, and --out may not be or contain an input unless --suffix is given.
@@ -188,18 +193,27 @@ def protect(
         raise UserError(f"--strength must be low, medium or high, not {strength!r}")
     if fmt and fmt.lower().lstrip(".") not in ("jpg", "jpeg", "png", "webp"):
         raise UserError(f"--format must be jpg, png or webp, not {fmt!r}")
-    _check_device(device)
+    ray_opts = _ray_options(engine, ray_address, num_workers, gpus_per_worker)
+    _check_device(device, here=ray_opts is None)
     opts = ProtectOptions(out=out, recursive=recursive, fmt=fmt, quality=quality, suffix=suffix, overwrite=overwrite,
                           keep_metadata=keep_metadata, aligned=aligned, batch_size=batch_size, max_pixels=max_pixels or None)
     try:
         jobs = plan(paths, opts)  # every destination, before any model is loaded or file written
     except PlanError as e:
         raise UserError(str(e))
-    cloaker = _load_cloaker(weights, hf_repo, device, CloakConfig(mode=mode, strength=strength, min_face=min_face, seed=seed), verify, quiet, bank)
-    summary = _run_with_progress(cloaker, jobs, opts, quiet)
+    config = CloakConfig(mode=mode, strength=strength, min_face=min_face, seed=seed)
+    if ray_opts is not None:
+        summary = _run_on_ray(dict(weights=weights, hf_repo=hf_repo, device=device, config=config, verify=verify, bank=bank), jobs, opts, ray_opts, quiet)
+    else:
+        import functools
+
+        from .protect import run
+
+        cloaker = _load_cloaker(weights, hf_repo, device, config, verify, quiet, bank)
+        summary = _run_with_progress(functools.partial(run, cloaker), jobs, opts, quiet)
+        summary.warnings += [f"--verify: {name} could not be loaded and did not check any face: {why}"
+                             for name, why in getattr(cloaker, "unavailable_verifiers", {}).items()]
     summary.mode, summary.verified, summary.strict = mode, verify, strict
-    summary.warnings += [f"--verify: {name} could not be loaded and did not check any face: {why}"
-                         for name, why in getattr(cloaker, "unavailable_verifiers", {}).items()]
     if report:
         write_report(summary, report)
     if not quiet:
@@ -222,12 +236,14 @@ def _read_list(from_list: str) -> list[str]:
     return [line.strip() for line in text.splitlines() if line.strip()]
 
 
-def _check_device(device: str) -> None:
-    """--device is auto, cpu, cuda or cuda:N (and must exist): a usage error otherwise."""
+def _check_device(device: str, here: bool = True) -> None:
+    """--device is auto, cpu, cuda or cuda:N (and, with ``here``, must exist in this process): a usage error otherwise."""
     import re
 
     if not re.fullmatch(r"auto|cpu|cuda(:\d+)?|mps", device):
         raise UserError(f"--device must be auto, cpu, cuda or cuda:N, not {device!r}")
+    if not here:  # Ray actors run on the cluster's nodes: the cluster's GPUs count, not this machine's
+        return
     from .pretrained import resolve_device
 
     try:
@@ -267,13 +283,51 @@ def _load_failure(e: Exception, **given) -> str:
     return f"could not load the models ({what}): {type(e).__name__}: {first}. {hint}."
 
 
-def _run_with_progress(cloaker, paths, opts, quiet):
+def _ray_options(engine: str, address, num_workers, gpus_per_worker):
+    """RayOptions for --engine ray (Ray must be importable), None for local; a usage error otherwise."""
+    ray_only = {"--ray-address": address, "--num-workers": num_workers, "--gpus-per-worker": gpus_per_worker}
+    if engine not in ("local", "ray"):
+        raise UserError(f"--engine must be local or ray, not {engine!r}")
+    if engine == "local":
+        given = [k for k, v in ray_only.items() if v is not None]
+        if given:
+            raise UserError(f"{', '.join(given)} only apply to --engine ray; add --engine ray or leave them out")
+        return None
+    from rich.markup import escape
+
+    from .ray_engine import RayOptions, RayUnavailable, import_ray
+
+    try:
+        import_ray()
+    except RayUnavailable as e:
+        raise UserError(escape(str(e)))  # the hint's "[ray]" is text, not markup
+    return RayOptions(address, num_workers, gpus_per_worker)
+
+
+def _run_on_ray(build_args: dict, paths, opts, ray_opts, quiet):
+    """--engine ray: each actor builds the Cloaker from ``build_args``; a failure there is exit 3."""
+    import functools
+
+    from rich.markup import escape
+
+    from .ray_engine import CloakerSpec, RayUnavailable, SizingError, WorkerLoadError, run
+
+    if not quiet:
+        console.print(f"starting Ray ({ray_opts.address or 'local instance'}); each worker loads the models once")
+    try:
+        return _run_with_progress(functools.partial(run, CloakerSpec(**build_args), ray_opts=ray_opts), paths, opts, quiet)
+    except (RayUnavailable, SizingError) as e:
+        raise UserError(escape(str(e)))
+    except WorkerLoadError as e:
+        raise UserError(escape(_load_failure(e, **{k: build_args[k] for k in ("weights", "hf_repo", "bank")})), code=3)
+
+
+def _run_with_progress(run, paths, opts, quiet):
+    """``run(paths, opts, on_progress=, on_plan=)`` (an engine's run with its models bound) under a progress bar over files."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from .protect import run
-
     if quiet:
-        return run(cloaker, paths, opts)
+        return run(paths, opts)
     with Progress(TextColumn("protect"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=console) as bar:
         task = bar.add_task("protect", total=None)
 
@@ -284,7 +338,7 @@ def _run_with_progress(cloaker, paths, opts, quiet):
             elif rec.status == "faces_unprotected":
                 bar.console.print(f"[yellow]unprotected face[/] {rec.input}: {rec.message}")
 
-        return run(cloaker, paths, opts, on_progress=progress, on_plan=lambda n: bar.update(task, total=n))
+        return run(paths, opts, on_progress=progress, on_plan=lambda n: bar.update(task, total=n))
 
 
 def _print_summary(summary) -> None:

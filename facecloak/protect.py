@@ -61,7 +61,8 @@ class Summary:
     """Records of a run, and the per-run counts the CLI prints and the report holds.
 
     mode, verified, strict: the run's options, for the caveat and the exit code; warnings:
-    things the user must know that concern no single file (e.g. a verifier that is missing).
+    things the user must know that concern no single file (e.g. a verifier that is missing);
+    engine: which engine ran it (local | ray).
     """
 
     records: list[ImageRecord] = field(default_factory=list)
@@ -70,6 +71,7 @@ class Summary:
     verified: bool = False
     strict: bool = False
     warnings: list[str] = field(default_factory=list)
+    engine: str = "local"
 
     def count(self, status: str) -> int:
         return sum(r.status == status for r in self.records)
@@ -115,7 +117,7 @@ class Summary:
             "still_recognised": self.still_recognised,
             "mode": self.mode, "verify": self.verified, "strict": self.strict,
             "caveat": self.caveat, "warnings": self.warnings,
-            "wall_seconds": round(self.wall, 3),
+            "engine": self.engine, "wall_seconds": round(self.wall, 3),
             "records": [dataclasses.asdict(r) for r in self.records],
         }
 
@@ -236,31 +238,44 @@ def _check_no_input_is_a_destination(jobs: list[tuple[Path, Path]], inputs: set[
             raise PlanError(f"the output for {src} would be {dst}, which is an input of this run. Choose another --out or --suffix.")
 
 
+def pending(p: Plan, opts: ProtectOptions) -> tuple[list[tuple[Path, Path]], list[ImageRecord]]:
+    """Split planned jobs into (to do, skipped): an output that exists is skipped unless
+    ``opts.overwrite``. Only finished outputs count, because every output is written by atomic
+    rename; a killed run's temporary files (``.NAME.tmp-*``) are not outputs, so it resumes."""
+    todo, skipped = [], []
+    for src, dst in p.jobs:
+        if dst.exists() and not opts.overwrite:
+            skipped.append(ImageRecord(str(src), str(dst), "skipped", "output exists (use --overwrite to redo)"))
+        else:
+            todo.append((src, dst))
+    return todo, skipped
+
+
 def run(cloaker, inputs: Iterable[str | Path] | Plan, opts: ProtectOptions, on_progress: Callable[[ImageRecord], None] | None = None, on_plan: Callable[[int], None] | None = None) -> Summary:
-    """Protect every planned job. ``inputs`` is a :class:`Plan` or paths to :func:`plan` first
-    (which raises ``PlanError`` before any work)."""
+    """Protect every planned job in this process (``--engine local``). ``inputs`` is a :class:`Plan`
+    or paths to :func:`plan` first (which raises ``PlanError`` before any work)."""
     t0 = time.perf_counter()
     p = inputs if isinstance(inputs, Plan) else plan(inputs, opts)
     summary = Summary(records=list(p.records))
     if on_plan:
         on_plan(len(p.jobs))
-    todo = []
-    for src, dst in p.jobs:
-        if dst.exists() and not opts.overwrite:
-            rec = ImageRecord(str(src), str(dst), "skipped", "output exists (use --overwrite to redo)")
-            summary.records.append(rec)
-            on_progress and on_progress(rec)
-        else:
-            todo.append((src, dst))
+    todo, skipped = pending(p, opts)
+    for rec in skipped:
+        summary.records.append(rec)
+        on_progress and on_progress(rec)
     for i in range(0, len(todo), opts.batch_size):
-        for rec in _run_batch(cloaker, todo[i : i + opts.batch_size], opts):
+        for rec in protect_batch(cloaker, todo[i : i + opts.batch_size], opts):
             summary.records.append(rec)
             on_progress and on_progress(rec)
     summary.wall = time.perf_counter() - t0
     return summary
 
 
-def _run_batch(cloaker, batch: list[tuple[Path, Path]], opts: ProtectOptions) -> list[ImageRecord]:
+def protect_batch(cloaker, batch: list[tuple[Path, Path]], opts: ProtectOptions) -> list[ImageRecord]:
+    """Read, protect and atomically write one batch of (input, output) pairs; one record each.
+
+    The per-file work of every engine: the local loop and each Ray actor call this, so both
+    have the same semantics (bad files become error records, the batch goes on)."""
     t0 = time.perf_counter()
     loaded: list[tuple[Path, Path, LoadedImage]] = []
     records: list[ImageRecord] = []

@@ -1,0 +1,165 @@
+"""`protect --engine ray`: the local engine's results from Ray actors, on a local 2-CPU Ray instance.
+
+One Ray instance and one folder of real photos (plus a truncated file) serve the whole module,
+because starting Ray and loading the models in each actor takes seconds on a small machine.
+"""
+import json
+import shutil
+import sys
+import tomllib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from facecloak.cli import app
+from facecloak.ray_engine import INSTALL_HINT, SizingError, size_workers
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLES = ROOT / "examples"
+PHOTOS = ("astronaut.jpg", "two_faces.jpg", "coffee.jpg")
+COUNTS = ("images", "ok", "faces_unprotected", "no_face", "skipped", "errors", "faces_found", "faces_protected")
+
+
+def protect(*args):
+    return CliRunner().invoke(app, ["protect", *map(str, args), "--quiet", "--device", "cpu"])
+
+
+@pytest.fixture(scope="module")
+def ray_local():
+    import ray  # the [ray] extra: installed by .ci/run and the README's test command
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def runs(ray_local, tmp_path_factory):
+    """The same folder protected by the local engine, and by Ray with 2 actors and one photo per batch
+    (so the photos are spread over both actors, in batches unlike the local run's)."""
+    tmp = tmp_path_factory.mktemp("ray")
+    src = tmp / "in"
+    src.mkdir()
+    for name in PHOTOS:
+        shutil.copy(EXAMPLES / name, src / name)
+    (src / "broken.jpg").write_bytes((EXAMPLES / "astronaut.jpg").read_bytes()[:5000])
+    local = protect(src, "--out", tmp / "local", "--report", tmp / "local.json")
+    ray = protect(src, "--out", tmp / "ray", "--report", tmp / "ray.json", "--engine", "ray", "--num-workers", 2, "--batch-size", 1)
+    return tmp, local, ray, json.loads((tmp / "local.json").read_text()), json.loads((tmp / "ray.json").read_text())
+
+
+def psnr(a: Path, b: Path) -> float:
+    x, y = (np.asarray(Image.open(p).convert("RGB"), dtype=np.float64) for p in (a, b))
+    mse = ((x - y) ** 2).mean()
+    return float("inf") if mse == 0 else 10 * np.log10(255**2 / mse)
+
+
+def by_name(report: dict) -> dict:
+    return {Path(r["input"]).name: r for r in report["records"]}
+
+
+def test_same_outputs_pixels_and_identities_as_local(runs):
+    tmp, _, _, local, ray = runs
+    names = sorted(p.name for p in (tmp / "local").iterdir())
+    assert names == sorted(p.name for p in (tmp / "ray").iterdir()) == sorted(PHOTOS)
+    for name in names:
+        assert psnr(tmp / "local" / name, tmp / "ray" / name) >= 40, name
+    # Same --seed, same fake identity per face, whichever actor and batch handled the photo.
+    for name, rec in by_name(local).items():
+        assert [f.get("identity") for f in by_name(ray)[name]["faces"]] == [f.get("identity") for f in rec["faces"]]
+
+
+def test_same_report_counts_and_records(runs):
+    _, _, _, local, ray = runs
+    assert {k: ray[k] for k in COUNTS} == {k: local[k] for k in COUNTS}
+    assert ray["faces_protected"] == 3 and ray["engine"] == "ray" and local["engine"] == "local"
+    assert {n: r["status"] for n, r in by_name(ray).items()} == {n: r["status"] for n, r in by_name(local).items()}
+    # records name the paths as planned (relative to the folder given), not the workers' absolute ones
+    assert {r["output"] for r in ray["records"]} == {r["output"].replace("/local/", "/ray/") if r["output"] else None for r in local["records"]}
+
+
+def test_bad_file_is_reported_and_the_run_goes_on(runs):
+    tmp, local, ray, _, report = runs
+    assert local.exit_code == ray.exit_code == 1, ray.output
+    bad = by_name(report)["broken.jpg"]
+    assert bad["status"] == "error" and bad["output"] is None and "broken.jpg" in bad["message"] and "truncated" in bad["message"]
+    assert all((tmp / "ray" / n).stat().st_size > 0 for n in PHOTOS)
+
+
+def test_resume_after_a_killed_run(runs):
+    """A killed run leaves finished outputs (written by atomic rename) and at most a temporary file
+    per photo in flight: the next run skips the former and redoes the photo whose output is missing."""
+    tmp, _, _, _, _ = runs
+    out = tmp / "resumed"
+    out.mkdir()
+    shutil.copy(tmp / "ray" / "astronaut.jpg", out / "astronaut.jpg")
+    shutil.copy(tmp / "ray" / "coffee.jpg", out / "coffee.jpg")
+    (out / ".two_faces.jpg.tmp-0badf00d").write_bytes(b"half a jpeg")  # the photo that was being written
+    before = {n: (out / n).stat().st_mtime_ns for n in ("astronaut.jpg", "coffee.jpg")}
+    r = protect(tmp / "in", "--out", out, "--report", tmp / "resumed.json", "--engine", "ray")
+    rep = json.loads((tmp / "resumed.json").read_text())
+    status = {n: rec["status"] for n, rec in by_name(rep).items()}
+    assert status == {"astronaut.jpg": "skipped", "coffee.jpg": "skipped", "two_faces.jpg": "ok", "broken.jpg": "error"}
+    assert r.exit_code == 1
+    assert {n: (out / n).stat().st_mtime_ns for n in before} == before  # not recomputed
+    assert psnr(tmp / "ray" / "two_faces.jpg", out / "two_faces.jpg") >= 40
+
+
+def test_a_worker_that_cannot_load_the_models_is_exit_3(ray_local, tmp_path):
+    (tmp_path / "bad.safetensors").write_bytes(b"not a network")
+    r = protect(EXAMPLES / "coffee.jpg", "--out", tmp_path / "out", "--engine", "ray", "--weights", tmp_path / "bad.safetensors")
+    assert r.exit_code == 3, r.output
+    assert "could not load the models" in r.output and "bad.safetensors" in r.output
+    assert not (tmp_path / "out" / "coffee.jpg").exists()
+
+
+def test_without_ray_the_engine_says_how_to_install_it(monkeypatch, tmp_path):
+    monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` now raises ImportError
+    monkeypatch.setitem(sys.modules, "ray.data", None)
+    r = protect(EXAMPLES / "coffee.jpg", "--out", tmp_path / "out", "--engine", "ray")
+    assert r.exit_code == 2
+    assert INSTALL_HINT in " ".join(r.output.split())
+    assert not (tmp_path / "out").exists()
+
+
+def test_ray_options_need_the_ray_engine(tmp_path):
+    r = protect(EXAMPLES / "coffee.jpg", "--out", tmp_path / "out", "--num-workers", 2)
+    assert r.exit_code == 2 and "--engine ray" in r.output
+    assert protect(EXAMPLES / "coffee.jpg", "--out", tmp_path / "out", "--engine", "spark").exit_code == 2
+
+
+def test_sizing_one_actor_per_gpu():
+    s = size_workers([{"CPU": 16, "GPU": 4}, {"CPU": 8, "GPU": 2}, {"CPU": 4}])
+    assert (s.workers, s.gpus, s.cpus, s.threads) == (6, 1.0, 4.0, 4)  # min(16/4, 8/2) CPUs each
+    assert size_workers([{"CPU": 8, "GPU": 2}], gpus_per_worker=0.5).workers == 4
+    assert size_workers([{"CPU": 8, "GPU": 2}], device="cpu").gpus == 0  # --device cpu: CPU actors
+
+
+def test_sizing_cpu_actors_do_not_oversubscribe():
+    assert size_workers([{"CPU": 2}]) == size_workers([{"CPU": 2}], num_workers=1)
+    s = size_workers([{"CPU": 2}])
+    assert (s.workers, s.cpus, s.threads) == (1, 2.0, 2)
+    s = size_workers([{"CPU": 16}, {"CPU": 8}])
+    assert (s.workers, s.threads) == (6, 4) and s.workers * s.threads <= 24
+    s = size_workers([{"CPU": 2}], num_workers=2)
+    assert (s.workers, s.cpus, s.threads) == (2, 1.0, 1)
+
+
+def test_sizing_refuses_what_the_cluster_lacks():
+    with pytest.raises(SizingError, match="no GPU"):
+        size_workers([{"CPU": 4}], device="cuda")
+    with pytest.raises(SizingError, match="no GPU"):
+        size_workers([{"CPU": 4}], gpus_per_worker=1)
+    with pytest.raises(SizingError, match="largest: 1"):
+        size_workers([{"CPU": 4, "GPU": 1}], gpus_per_worker=2)
+
+
+def test_default_install_does_not_pull_ray_and_ci_installs_the_extra():
+    meta = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert not any(d.lower().startswith("ray") for d in meta["dependencies"])
+    assert meta["optional-dependencies"]["ray"] == ["ray[data]>=2.9"]
+    ci = (ROOT / ".ci" / "run").read_text()
+    readme = (ROOT / "README.md").read_text()
+    assert 'pip install -q -e ".[eval,dev,ray]"' in ci and '".[eval,dev,ray]"' in readme
