@@ -15,7 +15,9 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from facecloak.cli import app
-from facecloak.ray_engine import INSTALL_HINT, SizingError, size_workers
+from facecloak.protect import ProtectOptions
+from facecloak.ray_engine import INSTALL_HINT, CloakerSpec, ProtectWorker, SizingError, size_workers
+from tests.fakes import FixedDetector, landmarks_at, tiny_cloaker
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
@@ -128,6 +130,50 @@ def test_ray_options_need_the_ray_engine(tmp_path):
     r = protect(EXAMPLES / "coffee.jpg", "--out", tmp_path / "out", "--num-workers", 2)
     assert r.exit_code == 2 and "--engine ray" in r.output
     assert protect(EXAMPLES / "coffee.jpg", "--out", tmp_path / "out", "--engine", "spark").exit_code == 2
+
+
+class TinySpec(CloakerSpec):
+    """A spec whose actor gets the tiny test cloaker (with a verifier said to be missing), or a load failure."""
+
+    def build(self):
+        if self.weights == "corrupt":
+            raise ValueError("header too large\nsecond line")
+        ck = tiny_cloaker(FixedDetector(default=[landmarks_at(150, 150)]))
+        ck.unavailable_verifiers = {"dlib_resnet": "dlib is not installed"}
+        return ck
+
+
+def test_actor_protects_its_batch_with_the_local_per_file_code(tmp_path):
+    """ProtectWorker in this process (no Ray): one JSON record per file, bad files included, and
+    the warnings the driver merges into the summary."""
+    Image.fromarray(np.full((300, 300, 3), 128, np.uint8)).save(tmp_path / "a.png")
+    (tmp_path / "b.png").write_bytes(b"not a png")
+    worker = ProtectWorker(TinySpec(), ProtectOptions(out=tmp_path / "out"), threads=1)
+    rows = worker({"src": np.array([str(tmp_path / "a.png"), str(tmp_path / "b.png")], dtype=object),
+                   "dst": np.array([str(tmp_path / "out" / "a.png"), str(tmp_path / "out" / "b.png")], dtype=object)})
+    recs = {Path(r["input"]).name: r for r in map(json.loads, rows["record"])}
+    assert recs["a.png"]["status"] == "ok" and len(recs["a.png"]["faces"]) == 1 and (tmp_path / "out" / "a.png").exists()
+    assert recs["b.png"]["status"] == "error" and "b.png" in recs["b.png"]["message"]
+    assert rows["fatal"] == ["", ""]
+    assert all("dlib_resnet could not be loaded" in json.loads(w)[0] for w in rows["warnings"])
+
+
+def test_actor_that_cannot_load_the_models_says_so_on_every_row(tmp_path):
+    worker = ProtectWorker(TinySpec(weights="corrupt"), ProtectOptions(out=tmp_path), threads=1)
+    rows = worker({"src": np.array(["x.jpg"], dtype=object), "dst": np.array([str(tmp_path / "x.jpg")], dtype=object)})
+    assert rows["fatal"] == ["ValueError: header too large"] and not (tmp_path / "x.jpg").exists()
+
+
+def test_nothing_left_to_do_ships_nothing(tmp_path, monkeypatch):
+    """Done outputs are dropped on the driver: a finished archive is not sent to Ray at all."""
+    import facecloak.ray_engine as engine
+
+    monkeypatch.setattr(engine, "connect", lambda *a: pytest.fail("Ray was started with nothing to do"))
+    (tmp_path / "out").mkdir()
+    shutil.copy(EXAMPLES / "coffee.jpg", tmp_path / "out" / "coffee.jpg")
+    r = protect(EXAMPLES / "coffee.jpg", "--out", tmp_path / "out", "--engine", "ray", "--report", tmp_path / "r.json")
+    assert r.exit_code == 0, r.output
+    assert json.loads((tmp_path / "r.json").read_text())["skipped"] == 1
 
 
 def test_sizing_one_actor_per_gpu():
