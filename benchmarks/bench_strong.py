@@ -3,8 +3,10 @@ folder of one-face photos (issue 9 asks for at most 1.5 s per face on a 2-core C
 
 Run: python benchmarks/bench_strong.py [--strength low|medium|high] [--faces 12] [--device cpu]
 The folder is built from examples/ and the offline data's colour photos (`facecloak data fetch`).
-Prints a JSON summary with the machine's load average, since a shared CPU slows every figure;
-figures go in the README (never in tests).
+Prints a JSON summary with the machine's load average, since a shared CPU slows every figure,
+and the command's CPU time (user + system, all threads): on a loaded machine wall time says
+little, CPU seconds / cores is what the command would take alone. Figures go in the README
+(never in tests).
 """
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ import argparse
 import json
 import os
 import platform
+import resource
 import shutil
 import subprocess
 import sys
@@ -55,13 +58,17 @@ def main() -> None:
                    "--device", args.device, "--report", str(report), *flags]
             load_before = os.getloadavg()[0]
             t = time.perf_counter()
+            cpu0 = resource.getrusage(resource.RUSAGE_CHILDREN)
             subprocess.run(cmd, check=False)
             wall = time.perf_counter() - t
+            cpu1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+            cpu = (cpu1.ru_utime - cpu0.ru_utime) + (cpu1.ru_stime - cpu0.ru_stime)
             recs = json.loads(report.read_text())["records"]
             faces = [f for r in recs for f in r.get("faces", []) if f.get("status") == "protected"]
             steps = [f["strong_steps"] for f in faces if f.get("strong_steps") is not None]
             out[name] = {
                 "seconds": round(wall, 1), "faces": len(faces), "seconds_per_face": round(wall / max(1, len(faces)), 2),
+                "cpu_seconds": round(cpu, 1), "cpu_seconds_per_face": round(cpu / max(1, len(faces)), 2),
                 "mean_steps": round(sum(steps) / len(steps), 1) if steps else None,
                 "load_average_1min": [round(load_before, 1), round(os.getloadavg()[0], 1)],
             }

@@ -62,6 +62,30 @@ def test_warp_by_a_whole_pixel_is_a_shift():
     assert torch.allclose(S.warp(x, flow)[..., :-1], x[..., 1:], atol=1e-5)
 
 
+def test_a_one_channel_offset_is_grey_shading():
+    d0 = torch.full((1, 3, 32, 32), 0.5)
+    z = torch.randn(1, 1, 4, 4, generator=torch.Generator().manual_seed(0)) * 0.05
+    out = S.render(d0, z, None)
+    assert torch.equal(out[:, 0], out[:, 1]) and torch.equal(out[:, 1], out[:, 2])
+    assert (out - d0).abs().max() > 0.01
+
+
+def test_rendering_at_work_size_matches_the_full_size_render_downscaled():
+    d0 = S.upsample(torch.rand(1, 3, 8, 8, generator=torch.Generator().manual_seed(1)), 128).clamp(0, 1)
+    z = torch.randn(1, 1, 8, 8, generator=torch.Generator().manual_seed(2)) * 0.03
+    w = torch.randn(1, 2, 4, 4, generator=torch.Generator().manual_seed(3)) * 2.0  # pixels of the 128 px crop
+    small = S.render(S.to_work_size(d0, 64), z, w, flow_scale=0.5)
+    assert (small - S.to_work_size(S.render(d0, z, w), 64)).abs().mean() < 2e-3
+    unscaled = S.render(S.to_work_size(d0, 64), z, w)  # flow not converted: twice the displacement
+    assert (unscaled - S.to_work_size(S.render(d0, z, w), 64)).abs().mean() > 2 * (small - S.to_work_size(S.render(d0, z, w), 64)).abs().mean()
+
+
+def test_to_work_size_leaves_the_own_size_alone():
+    x = torch.rand(1, 3, 32, 32)
+    assert S.to_work_size(x, 0) is x and S.to_work_size(x, 32) is x
+    assert S.to_work_size(x, 16).shape == (1, 3, 16, 16)
+
+
 # ------------------------------------------------------------------ EOT
 def test_transforms_keep_shape_range_and_gradient():
     x = torch.rand(2, 3, 64, 64, requires_grad=True)
@@ -153,6 +177,45 @@ def test_finished_faces_are_frozen():
     assert res.steps == [1, 1]
     one = S.optimise(c, c.clone(), f, _surrogates(1.5), S.StrongConfig(**{**cfg.__dict__, "max_steps": 1}))
     assert torch.allclose(res.deid, one.deid)
+
+
+class CountingRecognizer(FakeRecognizer):
+    def __init__(self, seed):
+        super().__init__(seed)
+        self.calls = 0
+
+    def embed(self, x):
+        self.calls += 1
+        return super().embed(x)
+
+
+def test_the_slow_surrogate_runs_every_nth_step_and_its_last_cos_counts_for_stopping():
+    c = smooth_faces(2, 64)
+    f = unit(torch.randn(2, 512, generator=torch.Generator().manual_seed(0)))
+    sur = {"arcface_mbf": (CountingRecognizer(0), -1.0), "other": (CountingRecognizer(1), -1.0)}
+    cfg = S.StrongConfig(max_steps=5, slow_every=2, grid=4, flow_grid=0, eot=(), targets=(("arcface_mbf", -1.0), ("other", -1.0)))
+    res = S.optimise(c, c.clone(), f, sur, cfg)
+    assert res.steps == [5, 5]
+    assert sur["arcface_mbf"][0].calls == 1 + 5  # the original's features, then every step
+    assert sur["other"][0].calls == 1 + 3  # the original's, then steps 0, 2 and 4
+    # Targets every face meets at once: stopping waits for the slow surrogate's first look.
+    easy = {"arcface_mbf": (CountingRecognizer(0), 1.5), "other": (CountingRecognizer(1), 1.5)}
+    cfg = S.StrongConfig(max_steps=6, patience=2, slow_every=3, grid=4, flow_grid=0, eot=(), targets=(("arcface_mbf", 1.5), ("other", 1.5)))
+    res = S.optimise(c, c.clone(), f, easy, cfg)
+    assert res.steps == [2, 2] and easy["other"][0].calls == 1 + 1
+    assert all(v < 1.5 for v in res.cos["other"])  # step 1 reused step 0's cosine
+
+
+def test_work_size_optimises_small_and_returns_full_size():
+    c = smooth_faces(2, 64)
+    f = unit(torch.randn(2, 512, generator=torch.Generator().manual_seed(0)))
+    cfg = S.StrongConfig(max_steps=4, grid=4, flow_grid=4, work_size=32, colour_channels=1, eot=("blur", "jpeg"),
+                         targets=(("arcface_mbf", -1.0), ("other", -1.0)))
+    res = S.optimise(c, c.clone(), f, _surrogates(-1.0), cfg)
+    assert res.deid.shape == c.shape and not torch.allclose(res.deid, c, atol=1e-3)
+    with torch.no_grad():
+        m = _surrogates()["arcface_mbf"][0]
+        assert float((m(res.deid) * m(c)).sum(1).max()) < 0.999  # the full-size result moved away too
 
 
 def test_choose_identities_picks_the_candidate_furthest_from_the_face():
