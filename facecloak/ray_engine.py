@@ -18,6 +18,7 @@ import json
 import logging
 import math
 import os
+import socket
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -170,13 +171,27 @@ def connect(ray, address: str | None) -> bool:
     (the caller shuts it down). An instance already running in this process is reused."""
     if ray.is_initialized():
         return False
+    _check_reachable(address)
     try:
         ray.init(address=address, include_dashboard=False if address is None else None, log_to_driver=False,
                  configure_logging=False)
     except (ConnectionError, RuntimeError, ValueError) as e:
         where = f"the Ray cluster at {address}" if address else "a local Ray instance"
-        raise RayUnavailable(f"could not start or reach {where}: {e}. Check `ray status`, or leave out --ray-address to start Ray locally.") from e
+        raise RayUnavailable(f"could not start or reach {where}: {str(e).rstrip('.')}. Check `ray status`, or leave out --ray-address to start Ray locally.") from e
     return True
+
+
+def _check_reachable(address: str | None, timeout: float = 5.0) -> None:
+    """A ``HOST:PORT`` address must accept a connection within ``timeout`` s: Ray itself would
+    keep retrying an unreachable one for minutes."""
+    if not address or address == "auto" or "://" in address or ":" not in address:
+        return
+    host, _, port = address.rpartition(":")
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+    except (OSError, ValueError) as e:
+        raise RayUnavailable(f"--ray-address {address}: nothing answers there ({e}). Start the cluster with "
+                             "`ray start --head` (it prints the address), or use --ray-address auto on a cluster node.") from e
 
 
 def alive_nodes(ray) -> list[dict]:

@@ -176,6 +176,18 @@ def test_nothing_left_to_do_ships_nothing(tmp_path, monkeypatch):
     assert json.loads((tmp_path / "r.json").read_text())["skipped"] == 1
 
 
+def test_an_address_where_nothing_answers_is_a_quick_usage_error(tmp_path):
+    """Ray would retry an unreachable cluster for minutes; the engine checks the port first."""
+    import socket
+
+    with socket.socket() as free:
+        free.bind(("127.0.0.1", 0))
+        port = free.getsockname()[1]  # closed again below: nothing listens there
+    r = protect(EXAMPLES / "coffee.jpg", "--out", tmp_path / "out", "--engine", "ray", "--ray-address", f"127.0.0.1:{port}")
+    assert r.exit_code == 2 and "nothing answers there" in r.output and "ray start --head" in r.output
+    assert not (tmp_path / "out").exists()
+
+
 def test_sizing_one_actor_per_gpu():
     s = size_workers([{"CPU": 16, "GPU": 4}, {"CPU": 8, "GPU": 2}, {"CPU": 4}])
     assert (s.workers, s.gpus, s.cpus, s.threads) == (6, 1.0, 4.0, 4)  # min(16/4, 8/2) CPUs each
