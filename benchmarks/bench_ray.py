@@ -85,7 +85,7 @@ def main() -> None:
         res["photos"] = make_folder(src, args.copies)
         res["local"] = bench_local(src, Path(tmp) / "local", config)
         t0 = time.perf_counter()
-        ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
+        ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
         res["ray_init_s"] = round(time.perf_counter() - t0, 2)
         try:
             for w in (1, 2):

@@ -101,8 +101,9 @@ def size_workers(nodes: list[dict], device: str = "auto", num_workers: int | Non
     GPU actors (device auto/cuda, the cluster has GPUs, gpus_per_worker g != 0; g defaults to 1,
     so one actor per GPU): workers = Σ_n floor(g_n / g) unless given, and each gets the CPUs its
     GPU share brings, cpus = max(1, min_n floor(c_n · g / g_n)) over the nodes with GPUs.
-    CPU actors: with N = --num-workers, cpus = max(1, floor(Σ_n c_n / N)); without it, cpus =
-    t = min(4, max_n c_n) and workers = max(1, Σ_n floor(c_n / t)). Either way threads =
+    CPU actors: with N = --num-workers, cpus = max(1, min(floor(Σ_n c_n / N), max_n c_n)) (an
+    actor must fit on one node); without it, cpus = t = max(1, min(4, floor(max_n c_n))) and
+    workers = max(1, Σ_n floor(c_n / t)). Either way threads =
     max(1, floor(cpus)), so the actors' torch threads add up to at most the cores they reserved.
     """
     cpu_nodes = [float(n.get("CPU", 0)) for n in nodes]
@@ -122,19 +123,18 @@ def size_workers(nodes: list[dict], device: str = "auto", num_workers: int | Non
     if not sum(cpu_nodes):
         raise SizingError("the Ray cluster reports no CPU; check `ray status`.")
     if num_workers:
-        cpus = max(1.0, float(math.floor(sum(cpu_nodes) / num_workers)))
+        cpus = float(max(1, min(math.floor(sum(cpu_nodes) / num_workers), math.floor(max(cpu_nodes)))))
         return Sizing(num_workers, cpus, 0.0, int(cpus))
-    t = min(CPU_THREADS_PER_ACTOR, int(max(cpu_nodes)))
+    t = max(1, min(CPU_THREADS_PER_ACTOR, math.floor(max(cpu_nodes))))
     workers = max(1, sum(math.floor(c / t) for c in cpu_nodes))
     return Sizing(workers, float(t), 0.0, t)
 
 
-def actor_device(device: str, sizing: Sizing) -> str:
-    """The --device an actor uses: its GPU when it reserved one, else the CPU (a CPU actor must not
-    pick up a GPU Ray did not give it)."""
-    if sizing.gpus:
-        return "cuda" if device == "auto" else device
-    return "cpu"
+def actor_device(sizing: Sizing) -> str:
+    """The --device an actor uses: the GPU Ray gave it (Ray makes it the actor's only visible one,
+    so ``cuda:N`` would name a device it cannot see), else the CPU (a CPU actor must not pick up a
+    GPU Ray did not give it)."""
+    return "cuda" if sizing.gpus else "cpu"
 
 
 class ProtectWorker:
@@ -169,11 +169,12 @@ class ProtectWorker:
 def connect(ray, address: str | None) -> bool:
     """Join the cluster at ``address`` or start a local instance; True when this call started Ray
     (the caller shuts it down). An instance already running in this process is reused."""
+    _check_reachable(address)
     if ray.is_initialized():
         return False
-    _check_reachable(address)
     try:
-        ray.init(address=address, include_dashboard=False if address is None else None, log_to_driver=False,
+        # "local": a new instance even when `ray start` left a cluster running (plain None would join it).
+        ray.init(address=address or "local", include_dashboard=False if address is None else None, log_to_driver=False,
                  configure_logging=False)
     except (ConnectionError, RuntimeError, ValueError) as e:
         where = f"the Ray cluster at {address}" if address else "a local Ray instance"
@@ -235,7 +236,7 @@ def _protect_on_actors(ray, spec, todo, opts, sizing: Sizing, on_progress) -> tu
     ctx.enable_progress_bars = False  # the CLI draws one bar over files
     ctx.print_on_execution_start = False
     logging.getLogger("ray.data").setLevel(logging.ERROR)  # its notes go to Ray's log files (ray-data.log)
-    spec = dataclasses.replace(spec, device=actor_device(spec.device, sizing), weights=_absolute(spec.weights), bank=_absolute(spec.bank))
+    spec = dataclasses.replace(spec, device=actor_device(sizing), weights=_absolute(spec.weights), bank=_absolute(spec.bank))
     # Workers do not share the driver's working folder: they get absolute paths, and the records
     # get back the paths as planned. One block per batch, so an idle actor takes the next batch.
     given = {os.path.abspath(s): (str(s), str(d)) for s, d in todo}

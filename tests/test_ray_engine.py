@@ -32,7 +32,7 @@ def protect(*args):
 @pytest.fixture(scope="module")
 def ray_local():
     import ray  # the [ray] extra: installed by .ci/run and the README's test command
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)  # never a cluster left running
     yield ray
     ray.shutdown()
 
@@ -203,6 +203,7 @@ def test_sizing_cpu_actors_do_not_oversubscribe():
     assert (s.workers, s.threads) == (6, 4) and s.workers * s.threads <= 24
     s = size_workers([{"CPU": 2}], num_workers=2)
     assert (s.workers, s.cpus, s.threads) == (2, 1.0, 1)
+    assert size_workers([{"CPU": 4}, {"CPU": 4}], num_workers=1).cpus == 4  # an actor fits on one node
 
 
 def test_sizing_refuses_what_the_cluster_lacks():
