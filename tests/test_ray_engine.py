@@ -62,6 +62,7 @@ def by_name(report: dict) -> dict:
     return {Path(r["input"]).name: r for r in report["records"]}
 
 
+@pytest.mark.slow
 def test_same_outputs_pixels_and_identities_as_local(runs):
     tmp, _, _, local, ray = runs
     names = sorted(p.name for p in (tmp / "local").iterdir())
@@ -73,6 +74,7 @@ def test_same_outputs_pixels_and_identities_as_local(runs):
         assert [f.get("identity") for f in by_name(ray)[name]["faces"]] == [f.get("identity") for f in rec["faces"]]
 
 
+@pytest.mark.slow
 def test_same_report_counts_and_records(runs):
     _, _, _, local, ray = runs
     assert {k: ray[k] for k in COUNTS} == {k: local[k] for k in COUNTS}
@@ -82,6 +84,7 @@ def test_same_report_counts_and_records(runs):
     assert {r["output"] for r in ray["records"]} == {r["output"].replace("/local/", "/ray/") if r["output"] else None for r in local["records"]}
 
 
+@pytest.mark.slow
 def test_bad_file_is_reported_and_the_run_goes_on(runs):
     tmp, local, ray, _, report = runs
     assert local.exit_code == ray.exit_code == 1, ray.output
@@ -90,6 +93,7 @@ def test_bad_file_is_reported_and_the_run_goes_on(runs):
     assert all((tmp / "ray" / n).stat().st_size > 0 for n in PHOTOS)
 
 
+@pytest.mark.slow
 def test_resume_after_a_killed_run(runs):
     """A killed run leaves finished outputs (written by atomic rename) and at most a temporary file
     per photo in flight: the next run skips the former and redoes the photo whose output is missing."""
@@ -109,6 +113,7 @@ def test_resume_after_a_killed_run(runs):
     assert psnr(tmp / "ray" / "two_faces.jpg", out / "two_faces.jpg") >= 40
 
 
+@pytest.mark.slow
 def test_a_worker_that_cannot_load_the_models_is_exit_3(ray_local, tmp_path):
     (tmp_path / "bad.safetensors").write_bytes(b"not a network")
     r = protect(EXAMPLES / "coffee.jpg", "--out", tmp_path / "out", "--engine", "ray", "--weights", tmp_path / "bad.safetensors")
