@@ -280,3 +280,10 @@ def test_aligned_crops_record_their_strong_steps():
     ck._strong = _surrogates(-1.0)
     crops = [np.random.default_rng(s).integers(0, 255, (256, 256, 3), dtype=np.uint8) for s in range(2)]
     assert [r.faces[0].strong_steps for r in ck.protect_crops(crops)] == [2, 2]
+
+
+def test_eval_runs_strong_mode_with_the_default_presets_budget():
+    from facecloak.cloak import CloakConfig
+    from facecloak.eval.runner import EvalConfig
+
+    assert EvalConfig().strong_steps == S.PRESETS[CloakConfig().strength].max_steps

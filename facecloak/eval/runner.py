@@ -61,7 +61,8 @@ class EvalConfig:
     batch_size: int = 16
     # The adversarial baselines run at their own default budgets (the defaults of
     # facecloak.eval.baselines); `--steps-scale` scales these and strong mode's steps.
-    strong_steps: int = 20
+    # Strong mode's is the default `--strength medium` preset's own (facecloak.strong.PRESETS).
+    strong_steps: int = 10
     lgc_steps: int = 20
     tip_im_steps: int = 50
     fawkes_steps: int = 100
