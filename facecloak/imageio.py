@@ -595,18 +595,31 @@ def output_path_for(
     """
     input, in_root = Path(input), Path(in_root)
     rel = input.relative_to(in_root) if in_root != input else Path(input.name)
-    ext = input.suffix
+    out = Path(out_root) / rel.with_name(output_name(input.name, suffix, fmt))
+    if out.resolve() == input.resolve():
+        raise ImageError(input, "the output would overwrite the input",
+                         "Choose a different output folder or add a suffix.")
+    return out
+
+
+def output_name(name: str, suffix: str = "", fmt: str | None = None) -> str:
+    """The file name of the protected copy of a file called ``name``: stem + ``suffix`` + the
+    output format's extension (the input's own extension when the format stays the same; a
+    format that cannot be written becomes PNG). ``output_name("b.gif", "_c")`` -> ``b_c.png``."""
+    stem, ext = os.path.splitext(name)
     target = output_format(None, None, fmt) if fmt else None
     in_fmt = _FORMAT_ALIASES.get(ext.lower().lstrip("."))
     if target is None and in_fmt is None:
         target = "PNG"
     if target is not None and target != in_fmt:
         ext = _FORMAT_EXT[target]
-    out = Path(out_root) / rel.with_name(f"{input.stem}{suffix}{ext}")
-    if out.resolve() == input.resolve():
-        raise ImageError(input, "the output would overwrite the input",
-                         "Choose a different output folder or add a suffix.")
-    return out
+    return f"{stem}{suffix}{ext}"
+
+
+def is_image_name(name: str) -> bool:
+    """A file a folder walk takes as a photo: an image extension (any case), not hidden
+    (".name": macOS "._IMG.jpg" forks, our own temp files)."""
+    return not name.startswith(".") and os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
 
 
 def iter_inputs(
@@ -653,5 +666,5 @@ def _walk(folder: Path, recursive: bool, exclude_dir: str | os.PathLike | None) 
             continue
         dirnames[:] = sorted(d for d in dirnames if recursive and not d.startswith("."))
         for name in sorted(filenames):
-            if not name.startswith(".") and Path(name).suffix.lower() in IMAGE_EXTENSIONS:
+            if is_image_name(name):
                 yield here / name

@@ -8,6 +8,9 @@ actor reads the inputs and writes the outputs atomically itself, so photos never
 the driver. The per-file records come back and make the same :class:`~facecloak.protect.Summary`
 as a local run. The fake identity of a face is drawn from the photo's content and ``--seed``
 (:func:`facecloak.cloak.photo_rng`), so it does not depend on which actor protects the photo.
+Inputs and --out may also be file-system URIs (``s3://``, ``gs://``, ``file://``...): then the
+plan is a :class:`facecloak.storage.UriPlan`, and each actor works on local copies
+(:func:`facecloak.storage.protect_via_local_copies`).
 
 Ray is an optional extra (``pip install "facecloak[ray]"``) and is only imported here, lazily.
 """
@@ -144,11 +147,12 @@ class ProtectWorker:
     ``fatal``, and the driver stops with exit 3.
     """
 
-    def __init__(self, spec: CloakerSpec, opts: ProtectOptions, threads: int):
+    def __init__(self, spec: CloakerSpec, opts: ProtectOptions, threads: int, filesystems: list | None = None):
         import torch
 
         torch.set_num_threads(threads)
-        self.opts, self.cloaker, self.fatal = opts, None, ""
+        # URI runs: the pyarrow file systems the rows' src_fs / dst_fs index (sent once per actor, not per row)
+        self.opts, self.cloaker, self.fatal, self.filesystems = opts, None, "", filesystems or []
         try:
             self.cloaker = spec.build()
         except Exception as e:  # noqa: BLE001 - corrupt or missing models fail in many ways; all are exit 3
@@ -157,11 +161,18 @@ class ProtectWorker:
         self.warnings = json.dumps([f"--verify: {n} could not be loaded and did not check any face: {why}" for n, why in unavailable.items()])
 
     def __call__(self, batch: dict) -> dict:
-        pairs = [(Path(s), Path(d)) for s, d in zip(batch["src"], batch["dst"])]
-        n = len(pairs)
+        n = len(batch["src"])
         if self.cloaker is None:
             return {"record": [""] * n, "fatal": [self.fatal] * n, "warnings": [self.warnings] * n}
-        records = protect_batch(self.cloaker, pairs, self.opts)
+        if "src_fs" in batch:
+            from .storage import Location, protect_via_local_copies
+
+            fss = self.filesystems
+            jobs = [(Location(fss[a], p, s), Location(fss[b], q, d)) for s, d, a, p, b, q in
+                    zip(batch["src"], batch["dst"], batch["src_fs"], batch["src_path"], batch["dst_fs"], batch["dst_path"])]
+            records = protect_via_local_copies(self.cloaker, jobs, self.opts)
+        else:
+            records = protect_batch(self.cloaker, [(Path(s), Path(d)) for s, d in zip(batch["src"], batch["dst"])], self.opts)
         return {"record": [json.dumps(dataclasses.asdict(r), default=_json_default) for r in records],
                 "fatal": [""] * len(records), "warnings": [self.warnings] * len(records)}
 
@@ -212,7 +223,7 @@ def run(spec: CloakerSpec, inputs: Iterable[str | Path] | Plan, opts: ProtectOpt
     summary = Summary(records=list(p.records), engine="ray")
     if on_plan:
         on_plan(len(p.jobs))
-    todo, skipped = pending(p, opts)  # done outputs are never shipped
+    todo, skipped = _pending(p, opts)  # done outputs are never shipped
     for rec in skipped:
         summary.records.append(rec)
         on_progress and on_progress(rec)
@@ -231,20 +242,47 @@ def run(spec: CloakerSpec, inputs: Iterable[str | Path] | Plan, opts: ProtectOpt
     return summary
 
 
+def _pending(p: Plan, opts: ProtectOptions):
+    from .storage import UriPlan, pending_uris  # imports pyarrow only for a URI plan
+
+    return pending_uris(p, opts) if isinstance(p, UriPlan) else pending(p, opts)
+
+
+def _rows(todo) -> tuple[list[dict], dict, list]:
+    """The dataset's rows, the planned (input, output) names by the name a record comes back
+    with, and the file systems the rows index (URI runs only).
+
+    Local paths go as absolute paths (workers do not share the driver's working folder); URI
+    jobs as their names plus an index into the file systems and the path inside it."""
+    if not todo or not hasattr(todo[0][0], "fs"):
+        given = {os.path.abspath(s): (str(s), str(d)) for s, d in todo}
+        return [{"src": os.path.abspath(s), "dst": os.path.abspath(d)} for s, d in todo], given, []
+    filesystems: list = []
+
+    def index(fs) -> int:
+        for i, known in enumerate(filesystems):
+            if known.equals(fs):
+                return i
+        filesystems.append(fs)
+        return len(filesystems) - 1
+
+    rows = [{"src": s.uri, "dst": d.uri, "src_fs": index(s.fs), "src_path": s.path, "dst_fs": index(d.fs), "dst_path": d.path}
+            for s, d in todo]
+    return rows, {s.uri: (s.uri, d.uri) for s, d in todo}, filesystems
+
+
 def _protect_on_actors(ray, spec, todo, opts, sizing: Sizing, on_progress) -> tuple[list[ImageRecord], list[str]]:
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False  # the CLI draws one bar over files
     ctx.print_on_execution_start = False
     logging.getLogger("ray.data").setLevel(logging.ERROR)  # its notes go to Ray's log files (ray-data.log)
     spec = dataclasses.replace(spec, device=actor_device(sizing), weights=_absolute(spec.weights), bank=_absolute(spec.bank))
-    # Workers do not share the driver's working folder: they get absolute paths, and the records
-    # get back the paths as planned. One block per batch, so an idle actor takes the next batch.
-    given = {os.path.abspath(s): (str(s), str(d)) for s, d in todo}
-    ds = ray.data.from_items([{"src": os.path.abspath(s), "dst": os.path.abspath(d)} for s, d in todo],
-                             override_num_blocks=max(1, math.ceil(len(todo) / opts.batch_size)))
+    # The records get back the names as planned. One block per batch, so an idle actor takes the next batch.
+    rows, given, filesystems = _rows(todo)
+    ds = ray.data.from_items(rows, override_num_blocks=max(1, math.ceil(len(todo) / opts.batch_size)))
     # One batch in flight per actor: batches take seconds, and a queue behind a busy actor would idle the others.
     pool = ray.data.ActorPoolStrategy(size=sizing.workers, max_tasks_in_flight_per_actor=1)
-    ds = ds.map_batches(ProtectWorker, fn_constructor_args=(spec, opts, sizing.threads), batch_size=opts.batch_size,
+    ds = ds.map_batches(ProtectWorker, fn_constructor_args=(spec, opts, sizing.threads, filesystems), batch_size=opts.batch_size,
                         batch_format="numpy", compute=pool, num_cpus=sizing.cpus, num_gpus=sizing.gpus)
     done, warnings = [], []
     for row in ds.iter_rows():

@@ -114,6 +114,31 @@ def test_resume_after_a_killed_run(runs):
 
 
 @pytest.mark.slow
+def test_file_uris_give_the_same_outputs_report_and_resume_as_paths(runs):
+    """file:// URIs go through pyarrow's file systems (the s3:// / gs:// code path): the workers
+    copy each photo to a local temp folder, protect it there and upload it. Same files and pixels
+    as the run on plain paths, the bad file reported by its URI, and a second run skips it all."""
+    tmp, _, _, _, by_path = runs
+    src, out = f"file://{tmp}/in", f"file://{tmp}/uri"
+    r = protect(src, "--out", out + "/", "--report", tmp / "uri.json", "--engine", "ray", "--batch-size", 2)
+    rep = json.loads((tmp / "uri.json").read_text())
+    assert r.exit_code == 1, r.output
+    assert sorted(p.name for p in (tmp / "uri").iterdir()) == sorted(PHOTOS)  # no temp file left behind
+    for name in PHOTOS:
+        assert psnr(tmp / "ray" / name, tmp / "uri" / name) >= 40, name
+    assert {k: rep[k] for k in COUNTS} == {k: by_path[k] for k in COUNTS}
+    recs = by_name(rep)
+    assert recs["coffee.jpg"]["input"] == f"{src}/coffee.jpg" and recs["coffee.jpg"]["output"] == f"{out}/coffee.jpg"
+    assert recs["broken.jpg"]["status"] == "error" and recs["broken.jpg"]["message"].startswith(f"{src}/broken.jpg: ")
+    before = {n: (tmp / "uri" / n).stat().st_mtime_ns for n in PHOTOS}
+    again = protect(src, "--out", out, "--report", tmp / "uri2.json", "--engine", "ray")
+    assert again.exit_code == 1
+    assert {n: rec["status"] for n, rec in by_name(json.loads((tmp / "uri2.json").read_text())).items()} == {
+        **{n: "skipped" for n in PHOTOS}, "broken.jpg": "error"}
+    assert {n: (tmp / "uri" / n).stat().st_mtime_ns for n in PHOTOS} == before
+
+
+@pytest.mark.slow
 def test_a_worker_that_cannot_load_the_models_is_exit_3(ray_local, tmp_path):
     (tmp_path / "bad.safetensors").write_bytes(b"not a network")
     r = protect(EXAMPLES / "coffee.jpg", "--out", tmp_path / "out", "--engine", "ray", "--weights", tmp_path / "bad.safetensors")
