@@ -50,3 +50,40 @@ def test_report_names_the_weights_it_measured(tmp_path):
     assert p["hiding_net"]["sha256"] == hashlib.sha256(hn.read_bytes()).hexdigest()
     assert p["hiding_net"]["model_version"] == "9.9" and p["hiding_net"]["config"]["work_size"] == 128
     assert p["bank"] == {"path": str(bank), "sha256": hashlib.sha256(bank.read_bytes()).hexdigest(), "fakes": 7}
+
+
+def _fake_report(asr_at_1: float, weights: dict | None) -> dict:
+    """A report.json with the keys plot_sweep reads; quality falls and ASR rises with s."""
+    rows = {"original": (0.0, float("inf"), 0.05)}
+    for s in (0.5, 0.75, 1.0, 1.25, 1.5):
+        rows["facecloak_fast" if s == 1 else f"facecloak_s{s:g}"] = (0.04 * s, 40 - 8 * s, min(1.0, asr_at_1 * s))
+    methods = {m: {"quality": {"lpips": {"mean": lp}, "psnr": {"mean": ps}, "ssim": {"mean": 1 - lp}},
+                   "asr_far": {r: a for r in ("arcface_mbf", "facenet_casia", "sface", "dlib_resnet")}}
+               for m, (lp, ps, a) in rows.items()}
+    rep = {"methods": methods, "config": {"weights": None, "bank": None}, "data": {"deidentified_faces": 40, "genuine_pairs": 313},
+           "thresholds": {"sface": {"far_1e-3": 0.47}}}
+    if weights:
+        rep["weights"] = weights
+    return rep
+
+
+def test_plot_sweep_writes_one_curve_per_version(tmp_path):
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location("plot_sweep", Path(__file__).parents[1] / "benchmarks" / "plot_sweep.py")
+    ps = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ps)
+    old, new = tmp_path / "old.json", tmp_path / "new.json"
+    old.write_text(json.dumps(_fake_report(0.5, None)))
+    new.write_text(json.dumps(_fake_report(0.6, {"hiding_net": {"sha256": "ab" * 32}})))
+    ps.main([f"v0.1={old}", f"v0.2={new}", "--out", str(tmp_path / "sweep")])
+    out = json.loads((tmp_path / "sweep.json").read_text())["curves"]
+    assert list(out) == ["v0.1", "v0.2"] and (tmp_path / "sweep.png").stat().st_size > 10_000
+    pts = out["v0.2"]["points"]
+    assert [p["s"] for p in pts] == [0.5, 0.75, 1.0, 1.25, 1.5]
+    assert pts[2]["asr_far"] == {"facenet_casia": 0.6, "sface": 0.6, "dlib_resnet": 0.6}  # s = 1 is facecloak_fast; no white box
+    assert pts[0]["lpips"] == 0.02 and pts[4]["psnr"] == 28.0
+    assert out["v0.2"]["sha256_12"] == "ab" * 6 and out["v0.1"]["weights"]["hiding_net"]["sha256"] is None
+    assert out["v0.1"]["original_asr_far"]["sface"] == 0.05
+    assert ps.folder_name("v0.1") == "v01" and ps.folder_name("v0.1 + bank v0.2") == "v01-bank-v02"
