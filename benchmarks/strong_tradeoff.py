@@ -1,0 +1,129 @@
+"""Strong mode's trade-off per ``--strength`` preset: LPIPS-alex against same-photo ASR (issue 9).
+
+Run: python benchmarks/strong_tradeoff.py [--limit 16] [--out benchmarks/results/strong_tradeoff]
+
+For fast mode and each preset, the ORL evaluation probes (the faces ``facecloak eval --benchmark
+orl`` de-identifies, first ``--limit`` of them) are protected as the eval does (aligned crops,
+one reproducible fake identity per face, saved as 8-bit), then:
+
+* quality: PSNR, SSIM and LPIPS-alex against the original crop (the eval's own functions);
+* same-photo ASR per black box: the share of faces whose cosine to their *own original* is below
+  the recognizer's threshold, at the best-accuracy and at the FAR-1e-3 threshold read from a
+  committed eval report (``--report``), so the figures match that report's protocol;
+* CPU seconds per face for the de-identification alone (models already loaded).
+
+Writes ``<out>.json`` and ``<out>.png`` (LPIPS-alex on x, same-photo ASR on y, one panel per
+black box). FaceNet is a surrogate of medium and high, so only SFace and dlib are held out.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import time
+from pathlib import Path
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as the CLI: no spinning threads on a shared CPU
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+BLACK_BOXES = ("facenet_casia", "sface", "dlib_resnet")
+
+
+def same_photo_asr(cos: np.ndarray, threshold: float) -> float:
+    """Share of faces judged another person than their own original: mean(cos < threshold)."""
+    return float(np.mean(cos < threshold))
+
+
+def protect(ck, x: torch.Tensor, keys: list[str], mode: str, strength: str, seed: int = 0) -> tuple[np.ndarray, float]:
+    """8-bit de-identified crops for ``x`` in ``mode``/``strength``, and the CPU seconds per face."""
+    ck.cfg.mode, ck.cfg.strength, ck.cfg.strong_steps = mode, strength, None
+    ck._strong = None  # each preset has its own surrogates and targets
+    t = time.process_time()
+    outs = []
+    for i in range(0, len(keys), ck.cfg.batch_size):
+        chunk = slice(i, i + ck.cfg.batch_size)
+        rngs = [random.Random(f"{seed}:{k}") for k in keys[chunk]]  # as `facecloak eval` does
+        fake, _ = ck.identities_for(x[chunk], rngs, list(range(len(rngs))))
+        outs.append(ck.protect_aligned(x[chunk], fake))
+    d = (torch.cat(outs).clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).numpy()
+    return d, (time.process_time() - t) / len(keys)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--limit", type=int, default=16, help="first N ORL evaluation probes (40 in all)")
+    ap.add_argument("--report", type=Path, default=ROOT / "benchmarks/results/eval-orl-strong/report.json", help="eval report whose thresholds are used")
+    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/strong_tradeoff")
+    ap.add_argument("--strengths", default="low,medium,high")
+    args = ap.parse_args()
+
+    from facecloak.cloak import CloakConfig
+    from facecloak.eval import benchmark as B
+    from facecloak.eval.runner import _quality, to_batch
+    from facecloak.pretrained import build_cloaker, load_recognizer
+    from facecloak.train.data import read_rgb
+
+    thresholds = json.loads(args.report.read_text())["thresholds"]
+    bench = B.orl_benchmark(0, "cpu")
+    keys = sorted({a for a, _, s in bench.pairs if s} | {k for s in bench.id_sets for k in s})[: args.limit]
+    originals = {k: read_rgb(bench.crops[k]) for k in keys}
+    x = to_batch([originals[k] for k in keys])
+    ck = build_cloaker(device="cpu", config=CloakConfig(seed=0))
+    recs = {n: load_recognizer(n, "cpu") for n in BLACK_BOXES}
+    with torch.no_grad():
+        f_orig = {n: m(x) for n, m in recs.items()}
+
+    rows = []
+    for mode, strength in [("fast", "-")] + [("strong", s) for s in args.strengths.split(",")]:
+        d, cpu = protect(ck, x, keys, mode, strength if mode == "strong" else "medium")
+        q = _quality(originals, dict(zip(keys, d)))
+        row = {"mode": mode, "strength": strength, "cpu_seconds_per_face": round(cpu, 2),
+               "lpips_alex": q["lpips"]["mean"], "psnr": q["psnr"]["mean"], "ssim": q["ssim"]["mean"], "asr_same": {}, "asr_same_far": {}}
+        with torch.no_grad():
+            dx = to_batch(list(d))
+            for n, m in recs.items():
+                cos = (m(dx) * f_orig[n]).sum(1).numpy()
+                row["asr_same"][n] = same_photo_asr(cos, thresholds[n]["best_accuracy"])
+                row["asr_same_far"][n] = same_photo_asr(cos, thresholds[n]["far_1e-3"])
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+
+    meta = {"faces": len(keys), "benchmark": "orl (first %d evaluation probes)" % len(keys), "thresholds_from": str(args.report.resolve().relative_to(ROOT)),
+            "note": "same-photo ASR: each protected face against its own original; FaceNet is a surrogate of medium/high, SFace and dlib are held out"}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.with_suffix(".json").write_text(json.dumps({**meta, "rows": rows}, indent=2))
+    plot(rows, args.out.with_suffix(".png"), meta)
+
+
+def plot(rows: list[dict], path: Path, meta: dict) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(BLACK_BOXES), figsize=(4 * len(BLACK_BOXES), 3.6), sharey=True)
+    for ax, n in zip(axes, BLACK_BOXES):
+        for key, style in (("asr_same", "o-"), ("asr_same_far", "s--")):
+            strong = [r for r in rows if r["mode"] == "strong"]
+            ax.plot([r["lpips_alex"] for r in strong], [r[key][n] for r in strong], style, label=f"strong, {'best accuracy' if key == 'asr_same' else 'FAR 1e-3'}")
+            for r in strong:
+                ax.annotate(r["strength"], (r["lpips_alex"], r[key][n]), textcoords="offset points", xytext=(4, 4), fontsize=8)
+            fast = next(r for r in rows if r["mode"] == "fast")
+            ax.plot([fast["lpips_alex"]], [fast[key][n]], "x" if key == "asr_same" else "+", color="grey", ms=8, label=f"fast, {'best accuracy' if key == 'asr_same' else 'FAR 1e-3'}")
+        ax.axvline(0.05, color="red", lw=0.8, ls=":")
+        ax.axhline(0.90, color="red", lw=0.8, ls=":")
+        ax.set_title(n + (" (surrogate from medium)" if n == "facenet_casia" else " (held out)"), fontsize=9)
+        ax.set_xlabel("LPIPS-alex (lower = closer to the original)")
+        ax.set_ylim(-0.02, 1.02)
+    axes[0].set_ylabel("same-photo ASR")
+    axes[-1].legend(fontsize=7, loc="lower right")
+    fig.suptitle(f"strong-mode presets, {meta['faces']} ORL faces; red: issue 9's targets", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+if __name__ == "__main__":
+    main()
