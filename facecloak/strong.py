@@ -331,7 +331,7 @@ def optimise(cover: torch.Tensor, start: torch.Tensor, f_fake: torch.Tensor, sur
         for k in active.tolist():
             steps[k] += 1
         for n, v in cos.items():
-            last[n][active] = v
+            last[n][active] = v.cpu()  # bookkeeping on the CPU, whatever device runs the models
         below = torch.stack([last[n][active] < t for n, (_, t) in surrogates.items()]).all(0)
         streak[active] = torch.where(below, streak[active] + 1, torch.zeros_like(streak[active]))
         active = active[streak[active] < cfg.patience]
