@@ -1,19 +1,25 @@
 """Quality vs black-box protection of fast mode over the strength sweep, one curve per weights version.
 
-Re-run (about 20-30 min per eval on 2 shared CPU cores; the v0.1 report is committed, so only
+Re-run (16-35 min per eval on 2 shared CPU cores; the v0.1 report is committed, so only
 the v0.2 side needs re-running when weights/hiding_net.safetensors changes)::
 
     # v0.2 side: the shipped weights and bank (whatever weights/ holds now)
     nice facecloak eval --benchmark orl --no-e2e --methods facecloak_fast --sweep --out /tmp/sweep/v02
     python benchmarks/plot_sweep.py v0.1=benchmarks/results/sweep-v01/report.json \\
-        v0.2=/tmp/sweep/v02/report.json --save-reports
+        v0.2=/tmp/sweep/v02/report.json \\
+        "v0.1 + bank v0.2=benchmarks/results/sweep-v01-bank-v02/report.json" --save-reports
 
-    # v0.1 side, only if it must be redone: v0.1's own weights and its own (DCGAN) bank
+    # v0.1 side, only if it must be redone: v0.1's own weights and its own (DCGAN) bank, and the
+    # control with v0.2's bank (commit 351d124's weights/fake_bank.safetensors)
     git show 303d9db:weights/hiding_net.safetensors > /tmp/sweep/hn_v01.safetensors
     git show 303d9db:weights/fake_bank.safetensors > /tmp/sweep/bank_v01.safetensors
     nice facecloak eval --benchmark orl --no-e2e --methods facecloak_fast --sweep \\
         --weights /tmp/sweep/hn_v01.safetensors --bank /tmp/sweep/bank_v01.safetensors --out /tmp/sweep/v01
+    git show 351d124:weights/fake_bank.safetensors > /tmp/sweep/bank_v02.safetensors
+    nice facecloak eval --benchmark orl --no-e2e --methods facecloak_fast --sweep \\
+        --weights /tmp/sweep/hn_v01.safetensors --bank /tmp/sweep/bank_v02.safetensors --out /tmp/sweep/v01_bank02
 
+A report measured with the same network as an earlier one (same sha256) is drawn dashed.
 Arguments are LABEL=REPORT pairs (``report.json`` of ``facecloak eval --sweep``). The sweep
 scales the network's residual after the fact, D_s = C + s (D - C), s in {0.5, 0.75, 1, 1.25,
 1.5} (s = 1 is ``facecloak_fast``); for each s the plot takes quality (LPIPS-alex, PSNR; mean
@@ -96,11 +102,14 @@ def plot(curves: dict[str, dict], out_png: Path) -> None:
     for col, (rec, rname) in enumerate(BLACK_BOXES.items()):
         for row, (key, ylabel) in enumerate((("lpips", "LPIPS-alex (lower = less visible)"), ("psnr", "PSNR dB (higher = less visible)"))):
             ax = axes[row, col]
+            seen: set[str] = set()
             for i, (label, c) in enumerate(curves.items()):
                 pts = [p for p in c["points"] if rec in p["asr_far"]]
                 xs, ys = [p["asr_far"][rec] for p in pts], [p[key] for p in pts]
-                ax.plot(xs, ys, "o-", color=colours[i], label=f"{label} ({c['sha256_12']})")
-                for p, x, y in zip(pts, xs, ys):
+                repeat = c["sha256_12"] in seen  # same network in another setting (e.g. another bank): dashed, unlabelled
+                seen.add(c["sha256_12"])
+                ax.plot(xs, ys, "s--" if repeat else "o-", ms=4 if repeat else 6, color=colours[i], label=f"{label} ({c['sha256_12']})")
+                for p, x, y in zip(pts, xs, ys) if not repeat else ():
                     ax.annotate(f"{p['s']:g}", (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7, color=colours[i])
                 floor = c["original_asr_far"].get(rec)
                 if floor is not None:
