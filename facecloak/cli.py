@@ -146,7 +146,7 @@ def protect(
     suffix: Annotated[str, typer.Option("--suffix", help="Added to each output file name, e.g. _cloaked.")] = "",
     overwrite: Annotated[bool, typer.Option("--overwrite/--skip-existing", help="Redo outputs that exist (default: skip them, so an interrupted run resumes).")] = False,
     mode: Annotated[str, typer.Option("--mode", help="fast (hiding network) | strong (+ gradient refinement per face).")] = "fast",
-    strength: Annotated[str, typer.Option("--strength", help="Strong mode: low | medium | high (more protection, more visible change, slower).")] = "medium",
+    strength: Annotated[str, typer.Option("--strength", help="low | medium | high: more protection, more visible change (fast: the network's change x0.75/1/1.25; strong: its preset, also slower).")] = "medium",
     min_face: Annotated[float, typer.Option("--min-face", help="Smallest eye distance (pixels) to protect; smaller faces are reported.")] = 20.0,
     aligned: Annotated[bool, typer.Option("--aligned", help="Inputs are already 256x256 aligned face crops.")] = False,
     keep_metadata: Annotated[bool, typer.Option("--keep-metadata", help="Keep EXIF/XMP (GPS, maker notes, face regions are stripped by default).")] = False,

@@ -21,13 +21,24 @@ import torch
 from .align import CANONICAL_256, invert_affine, warp_face
 
 
+#: Fast mode's ``--strength``: the factor s on the network's change (0.75 / 1 / 1.25). Measured on
+#: the offline benchmark (weights/README.md, "Quality vs protection"): s trades LPIPS-alex for ASR.
+FAST_SCALES = {"low": 0.75, "medium": 1.0, "high": 1.25}
+
+
+def scale_residual(cover: torch.Tensor, deid: torch.Tensor, s: float) -> torch.Tensor:
+    """D_s = clamp(C + s (D - C), 0, 1): the network's change made weaker (s < 1) or stronger (s > 1)."""
+    return deid if s == 1.0 else (cover + s * (deid - cover)).clamp(0, 1)
+
+
 @dataclass
 class CloakConfig:
     """Options of a protect run; the CLI maps its flags onto these.
 
     mode: "fast" (hiding network only, as in the paper) or "strong" (plus a per-face
         optimisation of a smooth edit, ``facecloak.strong``).
-    strength: strong mode's preset, ``facecloak.strong.PRESETS`` (low | medium | high).
+    strength: low | medium | high. Fast mode: the network's residual scaled by ``FAST_SCALES``
+        (see :func:`scale_residual`); strong mode: the preset ``facecloak.strong.PRESETS``.
     strong_steps: caps strong mode's steps per face (None: the preset's own budget).
     min_face: faces whose eye distance is below this many pixels are reported, not changed.
     far_cos: a fake identity must have cos < far_cos to the face's own EN feature.
@@ -199,6 +210,8 @@ class Cloaker:
                 d = self.hn(c, f).float()
             if self.cfg.mode == "strong":
                 d = self._strong_refine(c, d, f)
+            else:
+                d = scale_residual(c, d, FAST_SCALES[self.cfg.strength])
             outs.append(d.cpu())
         return torch.cat(outs) if outs else covers.new_zeros(0, 3, 256, 256)
 

@@ -104,3 +104,28 @@ def test_roi_paste_equals_full_frame_warp():
     # identical up to OpenCV's fixed-point interpolation rounding; nothing outside the footprint moves
     assert np.abs(out.astype(int) - ref.astype(int)).max() <= 1
     assert np.array_equal(out[~reg], img[~reg])
+
+
+def test_fast_strength_scales_the_networks_change():
+    from facecloak.cloak import FAST_SCALES
+
+    torch.manual_seed(0)
+    covers = torch.rand(2, 3, 256, 256) * 0.6 + 0.2  # away from 0/1, so the clamp never bites
+    outs = {}
+    for name in ("low", "medium", "high"):
+        ck = tiny_cloaker(strength=name)
+        fake = ck.bank[:2]
+        outs[name] = ck.protect_aligned(covers, fake)
+    change = {k: (v - covers).abs().mean().item() for k, v in outs.items()}
+    assert change["low"] < change["medium"] < change["high"]
+    for name, s in FAST_SCALES.items():
+        assert torch.allclose(outs[name], covers + s * (outs["medium"] - covers), atol=1e-6)
+
+
+def test_cli_rejects_an_unknown_strength(tmp_path):
+    from typer.testing import CliRunner
+
+    from facecloak.cli import app
+
+    r = CliRunner().invoke(app, ["protect", str(tmp_path), "--out", str(tmp_path / "o"), "--strength", "max"])
+    assert r.exit_code == 2 and "--strength" in r.output

@@ -87,12 +87,14 @@ def _facecloak(mode: str, scale: float = 1.0):
     def run(x: torch.Tensor, keys: list[str], ctx: Context) -> torch.Tensor:
         import random
 
+        from ..cloak import scale_residual
+
         ck = ctx.cloaker
         ck.cfg.mode = mode
         rngs = [random.Random(f"{ctx.cfg.seed}:{k}") for k in keys]  # one fake identity per face, reproducible
         fake, _ = ck.identities_for(x, rngs, list(range(len(keys))))
         d = ck.protect_aligned(x, fake)
-        return (x + scale * (d - x)).clamp(0, 1) if scale != 1.0 else d
+        return scale_residual(x, d, scale)
 
     return run
 
