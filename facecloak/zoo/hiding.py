@@ -19,7 +19,7 @@ from .registry import LocalSource, ModelNotAvailable, ModelRecord, register
 HIDING_FILE = "hiding_net.safetensors"
 BANK_FILE = "fake_bank.safetensors"
 HIDING_SHA256 = "ec5ebbf6c942669569ae14cd4600357f829244b2e75323d05aa8718619fc896d"  # weights/README.md says how it was trained
-BANK_SHA256 = "714f55fe9f360ea60b27fb9c1533701569caf446d5fd11f92fbd2674bdd1d816"
+BANK_SHA256 = "25c6b9784033c42b4221250367b32db82bb8942fc7e2490192bf776aa5feddb4"
 
 
 def bundled_dir() -> Path:
