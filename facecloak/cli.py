@@ -375,7 +375,7 @@ def _print_summary(summary) -> None:
     console.print(f"[{colour}]faces: {summary.faces_found} found, {summary.faces} protected, "
                   f"{sum(left.values())} left unprotected{f' ({why})' if why else ''}[/]")
     if summary.still_recognised:
-        console.print(f"[yellow]{summary.still_recognised} face(s) are still recognised by a black-box recognizer; try --mode strong[/]")
+        console.print(f"[yellow]{summary.still_recognised} face(s) are still recognised by a black-box recognizer; try --mode strong (--strength high for more)[/]")
     for w in summary.warnings:
         console.print(f"[yellow]warning:[/] {w}")
     if summary.caveat:

@@ -42,7 +42,7 @@ UNPROTECTED_REASONS = {
 #: example faces matching their originals); the summary says so when --verify was off.
 MATCHABLE_MODES = {
     "fast": "fast mode often leaves faces matchable by face recognition (README: \"What --verify says\"); "
-            "use --mode strong --verify when it matters",
+            "use --strength high, or --mode strong --verify, when it matters",
 }
 
 

@@ -214,7 +214,7 @@ def test_summary_counts_faces_and_warns_that_fast_mode_without_verify_may_match(
     r = run(src, "--out", tmp_path / "out", "--report", tmp_path / "r.json")
     text = " ".join(r.output.split())
     assert r.exit_code == 0 and "faces: 2 found, 2 protected, 0 left unprotected" in text
-    assert "fast mode often leaves faces matchable" in text and "--mode strong --verify" in text
+    assert "fast mode often leaves faces matchable" in text and "--mode strong --verify" in text and "--strength high" in text
     assert json.loads((tmp_path / "r.json").read_text())["caveat"].startswith("fast mode")
     r = run(src, "--out", tmp_path / "out2", "--verify")
     assert r.exit_code == 0 and "matchable" not in r.output  # --verify says per face instead
