@@ -215,7 +215,7 @@ def protect(
         summary = _run_with_progress(functools.partial(run, cloaker), jobs, opts, quiet)
         summary.warnings += [f"--verify: {name} could not be loaded and did not check any face: {why}"
                              for name, why in getattr(cloaker, "unavailable_verifiers", {}).items()]
-    summary.mode, summary.verified, summary.strict = mode, verify, strict
+    summary.mode, summary.strength, summary.verified, summary.strict = mode, strength, verify, strict
     if report:
         write_report(summary, report)
     if not quiet:
@@ -361,7 +361,7 @@ def _run_with_progress(run, paths, opts, quiet):
 
 
 def _print_summary(summary) -> None:
-    from .protect import UNPROTECTED_REASONS
+    from .protect import UNPROTECTED_REASONS, stronger_advice
 
     t = Table("images", "protected", "faces left", "no face", "skipped", "errors", "s / image", title="facecloak protect")
     done = [r for r in summary.records if r.status in ("ok", "faces_unprotected", "no_face")]
@@ -375,7 +375,7 @@ def _print_summary(summary) -> None:
     console.print(f"[{colour}]faces: {summary.faces_found} found, {summary.faces} protected, "
                   f"{sum(left.values())} left unprotected{f' ({why})' if why else ''}[/]")
     if summary.still_recognised:
-        console.print(f"[yellow]{summary.still_recognised} face(s) are still recognised by a black-box recognizer; try --mode strong (--strength high for more)[/]")
+        console.print(f"[yellow]{summary.still_recognised} face(s) are still recognised by a black-box recognizer; {stronger_advice(summary.mode, summary.strength)}[/]")
     for w in summary.warnings:
         console.print(f"[yellow]warning:[/] {w}")
     if summary.caveat:

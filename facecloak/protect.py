@@ -46,6 +46,16 @@ MATCHABLE_MODES = {
 }
 
 
+def stronger_advice(mode: str, strength: str) -> str:
+    """What to try when --verify still matches faces: the next step up the ladder
+    fast < fast --strength high < strong < strong --strength high (README, "Fast or strong?")."""
+    if mode == "fast":
+        return "try --mode strong" if strength == "high" else "try --strength high, or --mode strong"
+    if strength != "high":
+        return "try --strength high"
+    return "strong mode's highest preset was not enough for these faces (README, \"What --verify says\"); do not publish them as protected"
+
+
 @dataclass
 class ImageRecord:
     input: str
@@ -60,7 +70,7 @@ class ImageRecord:
 class Summary:
     """Records of a run, and the per-run counts the CLI prints and the report holds.
 
-    mode, verified, strict: the run's options, for the caveat and the exit code; warnings:
+    mode, strength, verified, strict: the run's options, for the advice, the caveat and the exit code; warnings:
     things the user must know that concern no single file (e.g. a verifier that is missing);
     engine: which engine ran it (local | ray).
     """
@@ -68,6 +78,7 @@ class Summary:
     records: list[ImageRecord] = field(default_factory=list)
     wall: float = 0.0
     mode: str = "fast"
+    strength: str = "medium"
     verified: bool = False
     strict: bool = False
     warnings: list[str] = field(default_factory=list)
@@ -115,7 +126,7 @@ class Summary:
             "faces_left_unprotected": sum(self.unprotected().values()), "unprotected_reasons": self.unprotected(),
             "faces": self.faces, "small_faces": self.small_faces,
             "still_recognised": self.still_recognised,
-            "mode": self.mode, "verify": self.verified, "strict": self.strict,
+            "mode": self.mode, "strength": self.strength, "verify": self.verified, "strict": self.strict,
             "caveat": self.caveat, "warnings": self.warnings,
             "engine": self.engine, "wall_seconds": round(self.wall, 3),
             "records": [dataclasses.asdict(r) for r in self.records],

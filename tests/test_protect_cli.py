@@ -322,3 +322,13 @@ def test_verify_runs_each_verifier_on_its_own_device():
     for name, (stub, _) in stubs.items():
         assert stub.seen and stub.seen[0].type == name.split("_")[1]
         assert res.faces[0].verify[name]["cos"] == 1.0 and res.faces[0].verify[name]["still_matches"]
+
+
+def test_advice_for_still_matched_faces_climbs_one_step_at_a_time():
+    from facecloak.protect import stronger_advice
+
+    assert stronger_advice("fast", "medium") == "try --strength high, or --mode strong"
+    assert stronger_advice("fast", "high") == "try --mode strong"
+    assert stronger_advice("strong", "low") == stronger_advice("strong", "medium") == "try --strength high"
+    top = stronger_advice("strong", "high")
+    assert "--mode strong" not in top and "--strength" not in top and "not enough" in top
