@@ -25,22 +25,13 @@ def far_from_all(fake: torch.Tensor, real: torch.Tensor, far_cos: float = 0.2) -
     return (fake @ real.T).max(dim=1).values < far_cos
 
 
-def build_bank(en, generator, real_faces: torch.Tensor, n_candidates: int = 2048, far_cos: float = 0.2, seed: int = 1) -> tuple[torch.Tensor, torch.Tensor, dict]:
-    """DCGAN fakes: generate ``n_candidates`` faces, then :func:`build_bank_from_faces`."""
+def build_bank(en, generator, real_paths, n_candidates: int = 2048, far_cos: float = 0.2, seed: int = 1) -> tuple[torch.Tensor, torch.Tensor, dict]:
+    """DCGAN fakes: generate ``n_candidates`` faces, embed them, keep those far from the real crops
+    ``real_paths`` (:func:`select_far`). Returns (features (K, d), kept indices (K,), stats)."""
     from .zoo.dcgan import fake_faces_canonical
 
     fakes = fake_faces_canonical(generator, n_candidates, seed=seed)
-    return build_bank_from_faces(en, fakes, real_faces, far_cos, {"source": "dcgan_faces", "seed": seed})
-
-
-def build_bank_from_faces(en, fakes: torch.Tensor, real_faces: torch.Tensor, far_cos: float = 0.2, info: dict | None = None) -> tuple[torch.Tensor, torch.Tensor, dict]:
-    """Embed canonical fake faces (N, 3, 256, 256) and keep those far from every real face.
-
-    Returns (features (K, d), indices of the kept faces among ``fakes`` (K,), stats).
-    """
-    f_fake = embed_batched(en, fakes)
-    f_real = embed_batched(en, real_faces) if real_faces.numel() else torch.zeros(0, f_fake.shape[1])
-    return select_far(f_fake, f_real, far_cos, info)
+    return select_far(embed_batched(en, fakes), embed_paths(en, real_paths), far_cos, {"source": "dcgan_faces", "seed": seed})
 
 
 @torch.no_grad()
@@ -55,7 +46,8 @@ def embed_paths(en, paths, batch: int = 64) -> torch.Tensor:
 
 
 def build_bank_from_paths(en, fake_paths, real_paths, far_cos: float = 0.2, info: dict | None = None) -> tuple[torch.Tensor, torch.Tensor, dict]:
-    """:func:`build_bank_from_faces` over crop files (streamed; see :func:`embed_paths`)."""
+    """StyleGAN (or any) fakes cached as crop files: embed both sides streamed (:func:`embed_paths`),
+    then :func:`select_far`. Returns (features (K, d), kept indices among ``fake_paths`` (K,), stats)."""
     return select_far(embed_paths(en, fake_paths), embed_paths(en, real_paths), far_cos, info)
 
 

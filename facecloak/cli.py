@@ -614,8 +614,6 @@ def data_build_bank(
     out = out or default_bank_path()
     if is_shipped_bank(out):
         raise UserError(f"--out {out} is the bank shipped with facecloak; write your own elsewhere and pass it with --bank")
-    import torch
-
     from .data.crops import real_training_pool
     from .zoo.arcface import load_arcface
 
@@ -625,10 +623,8 @@ def data_build_bank(
     real_paths = real_training_pool()
     if source == "dcgan":
         from .zoo.dcgan import load_dcgan
-        from .train.data import read_rgb, to_tensor
 
-        real = torch.stack([to_tensor(read_rgb(p)) for p in real_paths])
-        feats, idx, stats = build_bank(load_arcface(), load_dcgan(), real, n_candidates, far_cos, seed)
+        feats, idx, stats = build_bank(load_arcface(), load_dcgan(), real_paths, n_candidates, far_cos, seed)
     else:
         from .bank import build_bank_from_paths
         from .data.crops import stylegan_covers_dir

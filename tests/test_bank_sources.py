@@ -2,7 +2,7 @@
 import torch
 from typer.testing import CliRunner
 
-from facecloak.bank import build_bank_from_faces, build_bank_from_paths
+from facecloak.bank import build_bank_from_paths, select_far
 from facecloak.cli import app
 
 
@@ -17,7 +17,8 @@ def test_bank_keeps_only_faces_far_from_every_real_face():
     red, green, blue = (torch.zeros(1, 3, 8, 8).index_fill_(1, torch.tensor([c]), 1.0) for c in range(3))
     fakes = torch.cat([red, green, blue])
     real = green.clone()  # a real person who looks "green"
-    feats, idx, stats = build_bank_from_faces(PixelEmbedder(), fakes, real, far_cos=0.2, info={"source": "test"})
+    en = PixelEmbedder()
+    feats, idx, stats = select_far(en(fakes), en(real), far_cos=0.2, info={"source": "test"})
     assert idx.tolist() == [0, 2]  # the green fake is that person's twin: dropped
     assert feats.shape == (2, 3) and stats["kept"] == 2 and stats["candidates"] == 3 and stats["source"] == "test"
 
@@ -39,8 +40,9 @@ def test_bank_from_files_streams_in_batches_and_matches_the_tensor_path(tmp_path
     monkeypatch.setattr(bank_mod, "embed_paths", lambda en, paths, batch=64: seen.append(len(paths)) or embed(en, paths, batch=2))
     feats, idx, stats = build_bank_from_paths(PixelEmbedder(), fakes, [real], far_cos=0.2)
     assert seen == [5, 1] and idx.tolist() == [0, 2, 3, 4] and stats["real_faces"] == 1
-    as_tensors = build_bank_from_faces(PixelEmbedder(), torch.stack([torch.tensor(c, dtype=torch.float).view(3, 1, 1).expand(3, 8, 8) / 255 for c in colours]),
-                                       torch.tensor([0.0, 1.0, 0.0]).view(1, 3, 1, 1).expand(1, 3, 8, 8), far_cos=0.2)
+    en = PixelEmbedder()
+    as_tensors = select_far(en(torch.stack([torch.tensor(c, dtype=torch.float).view(3, 1, 1).expand(3, 8, 8) / 255 for c in colours])),
+                            en(torch.tensor([0.0, 1.0, 0.0]).view(1, 3, 1, 1).expand(1, 3, 8, 8)), far_cos=0.2)
     assert torch.allclose(feats, as_tensors[0], atol=1e-6) and as_tensors[1].tolist() == idx.tolist()
 
 
