@@ -415,6 +415,7 @@ def train(
     eot: Annotated[bool, typer.Option("--eot", help="EN sees a randomly blurred / resized / quantised D, so the change survives them.")] = False,
     n_fakes: Annotated[int, typer.Option("--n-fakes", help="Number of fake identities in the training bank.")] = 1024,
     val_fraction: Annotated[float, typer.Option("--val-fraction")] = 0.05,
+    checkpoint_every: Annotated[Optional[int], typer.Option("--checkpoint-every", help="Also validate and checkpoint every N steps (default: at each epoch's end only).")] = None,
     init: Annotated[Optional[str], typer.Option("--init", help="Start from these hiding-net weights.")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue from OUT/last.pt.")] = False,
     device: DeviceOpt = "auto",
@@ -455,7 +456,7 @@ def train(
     cfg = TrainConfig(
         covers=covers, val_covers=val_covers, out=str(out), fakes=fakes, n_fakes=n_fakes, epochs=epochs, max_steps=max_steps,
         batch_size=batch_size, lr=lr, val_fraction=val_fraction, seed=seed, device=device, resume=resume,
-        init=init, loss_size=loss_size, eot=eot, grow_covers=covers_were_mix,
+        init=init, loss_size=loss_size, eot=eot, grow_covers=covers_were_mix, checkpoint_every=checkpoint_every,
         hn=HidingNetConfig(width=width, max_delta=max_delta, head_init_std=head_init_std, smooth_sigma=smooth_sigma, work_size=work_size),
         weights=LossWeights(lam_rec, lam_perc, lam_lpips, lam_near, lam_far, far_margin),
     )

@@ -56,6 +56,19 @@ def test_train_single_process_writes_checkpoint_log_and_preview(tmp_path):
 
 
 @pytest.mark.slow
+def test_checkpoint_every_saves_mid_epoch(tmp_path):
+    """A long epoch on a CPU must not lose hours: --checkpoint-every validates and saves inside it."""
+    out = tmp_path / "run"
+    r = CliRunner().invoke(app, ["train", *tiny(2), "--batch-size", "1", "--checkpoint-every", "1", "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    vals = [x for x in map(json.loads, (out / "log.jsonl").read_text().splitlines()) if "val" in x]
+    assert (vals[0]["epoch"], vals[0]["step"]) == (0, 1)  # saved inside epoch 0, after its first step (batch 1)
+    assert vals[-1]["step"] == 2
+    assert torch.load(out / "last.pt", weights_only=True)["step"] == 2
+    assert len(list((out / "previews").glob("*.png"))) >= 2
+
+
+@pytest.mark.slow
 def test_train_two_processes_torchrun_stay_in_sync(tmp_path):
     out = tmp_path / "ddp"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}

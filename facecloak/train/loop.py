@@ -50,6 +50,7 @@ class TrainConfig:
     loss_size: int = 256  # resolution the VGG/LPIPS losses see (lower it to train faster on CPU)
     eot: bool = False  # EN sees a randomly blurred / resized / quantised D (train.eot)
     grow_covers: bool = False  # re-list the cover folders every epoch (covers still being generated)
+    checkpoint_every: int | None = None  # also validate and checkpoint every N steps (long epochs on a CPU)
     hn: HidingNetConfig = field(default_factory=HidingNetConfig)
     weights: L.LossWeights = field(default_factory=L.LossWeights)
 
@@ -181,6 +182,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
         opt.load_state_dict(ck["opt"])
         sched.load_state_dict(ck["sched"])
         state.update({k: ck[k] for k in state})
+        torch.manual_seed(cfg.seed + state["step"])  # a run resumed mid-epoch reshuffles, not replays, its covers
     if rank == 0:
         (out / "config.json").write_text(json.dumps(_config_record(cfg, train_paths, val_paths, world), indent=2))
 
@@ -224,19 +226,13 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
                 if cfg.max_steps and state["step"] >= cfg.max_steps:
                     done = True
                     break
-            val = _validate(hn, critics, val_loader, bank, cfg, device, amp)
-            sched.step(val["loss"])
+                if cfg.checkpoint_every and state["step"] % cfg.checkpoint_every == 0:
+                    state["wall"] = time.time() - t0
+                    _checkpoint(hn, opt, sched, state, _validate(hn, critics, val_loader, bank, cfg, device, amp), rank, log, out, val_ds, bank, device)
+                    model.train()
             state["epoch"] += 1
             state["wall"] = time.time() - t0
-            if rank == 0:
-                log.write(json.dumps({"epoch": state["epoch"], "step": state["step"], "val": val, "wall_s": state["wall"]}) + "\n")
-                log.flush()
-                if val["loss"] < state["best_val"]:
-                    state["best_val"] = val["loss"]
-                    save_hiding_net(hn, out / "best.safetensors", extra={"val": val, "step": state["step"]})
-                save_hiding_net(hn, out / "last.safetensors", extra={"val": val, "step": state["step"]})
-                torch.save({"model": hn.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(), **state}, last)
-                _preview_epoch(hn, val_ds, bank, device, out / "previews" / f"epoch{state['epoch']:04d}.png")
+            _checkpoint(hn, opt, sched, state, _validate(hn, critics, val_loader, bank, cfg, device, amp), rank, log, out, val_ds, bank, device)
     finally:
         if bar:
             bar.stop()
@@ -247,6 +243,22 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
         dist.barrier()
         dist.destroy_process_group()
     return {**state, "out": str(out), "world_size": world}
+
+
+def _checkpoint(hn, opt, sched, state: dict, val: dict, rank: int, log, out: Path, val_ds, bank, device) -> None:
+    """After a validation: step the plateau schedule (each validation counts once), and on rank 0
+    log it, keep best/last weights, the resumable ``last.pt`` and a preview named by epoch and step."""
+    sched.step(val["loss"])
+    if rank != 0:
+        return
+    log.write(json.dumps({"epoch": state["epoch"], "step": state["step"], "val": val, "wall_s": state["wall"]}) + "\n")
+    log.flush()
+    if val["loss"] < state["best_val"]:
+        state["best_val"] = val["loss"]
+        save_hiding_net(hn, out / "best.safetensors", extra={"val": val, "step": state["step"]})
+    save_hiding_net(hn, out / "last.safetensors", extra={"val": val, "step": state["step"]})
+    torch.save({"model": hn.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(), **state}, out / "last.pt")
+    _preview_epoch(hn, val_ds, bank, device, out / "previews" / f"epoch{state['epoch']:04d}-step{state['step']:06d}.png")
 
 
 @torch.no_grad()
