@@ -9,14 +9,15 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import posixpath
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable, Hashable, Iterable, Protocol
 
 import numpy as np
 
-from .imageio import ImageError, LoadedImage, is_inside, iter_inputs, load_image, output_path_for, save_image
+from .imageio import ImageError, LoadedImage, is_inside, iter_inputs, load_image, output_name, save_image
 
 
 @dataclass
@@ -137,16 +138,79 @@ class PlanError(ValueError):
     """The inputs and options cannot be planned safely: a usage error (exit code 2)."""
 
 
+class InputError(Exception):
+    """One input that cannot be read (missing, unreadable): an error record naming it; the rest is planned."""
+
+
 @dataclass
 class Plan:
     """Every destination, decided before any photo is read.
 
-    jobs: (input, output) pairs, one output per input and no two alike; records: inputs that
-    are already settled (missing files as errors, earlier outputs listed as inputs as skipped).
+    jobs: (input, output) pairs, one output per input and no two alike (``Path`` pairs for local
+    paths); records: inputs that are already settled (missing files as errors, earlier outputs
+    listed as inputs as skipped).
     """
 
     jobs: list[tuple[Path, Path]] = field(default_factory=list)
     records: list[ImageRecord] = field(default_factory=list)
+
+
+class Files(Protocol):
+    """The file system the planner (:func:`plan_files`) works on: :class:`LocalFiles` for paths,
+    ``facecloak.storage.ArrowFiles`` for URIs. Its handles (``Path``, ``storage.Location``) print
+    as the name the user gave and have a ``.name`` (the file name)."""
+
+    def kind(self, p) -> str:
+        """"dir" or "file"; raises InputError when ``p`` is missing or unreadable."""
+
+    def images(self, folder, recursive: bool, exclude) -> list:
+        """The photos in ``folder`` in walk order (:func:`facecloak.imageio.is_image_name`), sub-folders
+        only when ``recursive``, nothing under ``exclude`` (None: nothing left out); raises InputError."""
+
+    def key(self, p) -> Hashable:
+        """Equal for two handles of the same file."""
+
+    def is_under(self, p, folder) -> bool:
+        """``p`` is ``folder`` or lies below it."""
+
+    def parent(self, p):
+        """The folder ``p`` is in."""
+
+    def relative(self, files: list, folders: list) -> list[str]:
+        """Each file's '/'-separated path below the deepest folder common to ``folders``."""
+
+    def join(self, folder, rel: str):
+        """The handle of ``rel`` ('/'-separated) below ``folder``."""
+
+
+class LocalFiles:
+    """:class:`Files` over local paths (``Path``); links are resolved to tell files apart."""
+
+    def kind(self, p: Path) -> str:
+        if p.is_dir():
+            return "dir"
+        if p.exists():
+            return "file"
+        raise InputError(f"{p}: no such file or folder. Check the path.")
+
+    def images(self, folder: Path, recursive: bool, exclude: Path | None) -> list[Path]:
+        return [p for p, _ in iter_inputs([folder], recursive, exclude_dir=exclude)]
+
+    def key(self, p: Path) -> str:
+        return os.path.normcase(str(p.resolve()))
+
+    def is_under(self, p: Path, folder: Path) -> bool:
+        return is_inside(p, folder)
+
+    def parent(self, p: Path) -> Path:
+        return p.parent
+
+    def relative(self, files: list[Path], folders: list[Path]) -> list[str]:
+        root = _common_folder(folders)
+        return [Path(os.path.abspath(f)).relative_to(root).as_posix() for f in files]
+
+    def join(self, folder: Path, rel: str) -> Path:
+        return Path(folder) / rel
 
 
 def check_suffix(suffix: str) -> None:
@@ -159,94 +223,95 @@ def common_root(inputs: list[Path]) -> Path:
     """The folder all outputs are placed relative to: the deepest common folder of the inputs,
     where a folder input counts as itself and a file as its parent folder (so one folder maps onto
     --out itself, as before, and files from several folders keep their relative paths)."""
-    folders = [os.path.abspath(p if p.is_dir() else p.parent) for p in inputs]
-    return Path(os.path.commonpath(folders)) if folders else Path.cwd()
+    return _common_folder([p if p.is_dir() else p.parent for p in inputs])
+
+
+def _common_folder(folders: list[Path]) -> Path:
+    return Path(os.path.commonpath([os.path.abspath(f) for f in folders])) if folders else Path.cwd()
 
 
 def plan(inputs: Iterable[str | Path], opts: ProtectOptions) -> Plan:
-    """Pair each input with its own output, or raise ``PlanError`` before anything is written.
+    """:func:`plan_files` for local paths (``Path`` jobs); raises ``PlanError``."""
+    return plan_files(LocalFiles(), [Path(g) for g in inputs], Path(opts.out), opts)
 
-    Rules: outputs mirror each input's path relative to :func:`common_root`; the same file given
-    twice is one job; ``--out`` equal to or containing an input needs a ``--suffix`` (then files
-    inside --out whose name ends with it are earlier outputs, not inputs); two inputs that would
-    share an output are told apart by their source extension (``b.gif`` -> ``b_gif.png`` beside
-    ``b.png``) or refused; no output may be an input of the run.
+
+def plan_files(fs: Files, inputs: list, out, opts: ProtectOptions) -> Plan:
+    """Pair each input with its own output on ``fs``, or raise ``PlanError`` before anything is
+    written. The one planner of local paths (:func:`plan`) and URIs (``storage.plan_uris``).
+
+    Rules: outputs mirror each input's path relative to the inputs' deepest common folder (a
+    file counts as its folder); the same file given twice is one job; ``--out`` equal to or
+    containing an input needs a ``--suffix`` (then files inside --out whose name ends with it are
+    earlier outputs, not inputs); two inputs that would share an output are told apart by their
+    source extension (``b.gif`` -> ``b_gif.png`` beside ``b.png``) or refused; no output may be an
+    input of the run. A missing or unreadable input is an error record, and the rest is planned.
     """
     check_suffix(opts.suffix)
-    given = [Path(g) for g in inputs]
-    present = [g for g in given if g.exists()]
-    out = Path(opts.out)
-    overlapping = [g for g in present if is_inside(g, out)]
+    result = Plan()
+    present: list[tuple[object, str]] = []  # (input, "dir" | "file")
+    for g in inputs:
+        try:
+            present.append((g, fs.kind(g)))
+        except InputError as e:
+            result.records.append(ImageRecord(str(g), None, "error", str(e)))
+    overlapping = [g for g, _ in present if fs.is_under(g, out)]
     if overlapping and not opts.suffix:
         raise PlanError(
-            f"--out {out} is or contains the input {overlapping[0]}: protected copies would replace or mix with "
+            f"--out {out} is or contains an input ({overlapping[0]}): protected copies would replace or mix with "
             "the originals, and re-runs would read them back as inputs. Choose an --out folder outside the inputs "
             "(if that input is an earlier output, leave --out out of the list), or add --suffix (e.g. --suffix "
             "_cloaked) to write beside them."
         )
-    result = Plan()
     # Folders walked for inputs skip --out, unless --out is one of them (then the suffix tells outputs apart).
-    exclude = None if any(g.is_dir() and is_inside(g, out) for g in present) else out
-    seen: set[str] = set()
-    files: list[Path] = []
-    for g in given:
+    exclude = None if any(k == "dir" and fs.is_under(g, out) for g, k in present) else out
+    seen: set = set()
+    files: dict = {}  # key -> input, in walk order
+    for g, k in present:
         try:
-            found = list(iter_inputs([g], opts.recursive, exclude_dir=exclude))
-        except ImageError as e:
+            found = fs.images(g, opts.recursive, exclude) if k == "dir" else [g]
+        except InputError as e:
             result.records.append(ImageRecord(str(g), None, "error", str(e)))
             continue
-        for path, _ in found:
-            key = os.path.normcase(str(path.resolve()))
-            if key in seen:
+        for path in found:
+            if (key := fs.key(path)) in seen:
                 continue
             seen.add(key)
-            if opts.suffix and is_inside(path, out) and path.stem.endswith(opts.suffix):
-                if not g.is_dir():  # listed by name: say why it is left out
+            if opts.suffix and fs.is_under(path, out) and os.path.splitext(path.name)[0].endswith(opts.suffix):
+                if k == "file":  # listed by name: say why it is left out
                     result.records.append(ImageRecord(str(path), None, "skipped", f"{path}: inside --out and named like an output (…{opts.suffix}); not re-read as an input"))
                 continue
-            files.append(path)
-    root = common_root(present)
-    dests = [_destination(f, root, opts) for f in files]
-    result.jobs = list(zip(files, _disambiguate(files, dests)))
-    _check_no_input_is_a_destination(result.jobs, {os.path.normcase(str(f.resolve())) for f in files})
+            files[key] = path
+    srcs = list(files.values())
+    dests = output_paths(srcs, fs.relative(srcs, [g if k == "dir" else fs.parent(g) for g, k in present]), out, fs.join, opts)
+    for src, dst in zip(srcs, dests):
+        if fs.key(dst) in files:
+            raise PlanError(f"the output for {src} would be {dst}, which is an input of this run. Choose another --out or --suffix.")
+    result.jobs = list(zip(srcs, dests))
     return result
 
 
-def _destination(path: Path, root: Path, opts: ProtectOptions) -> Path:
-    rel = Path(os.path.abspath(path)).relative_to(root)
-    return output_path_for(root / rel, root, opts.out, opts.suffix, opts.fmt)
-
-
-def _disambiguate(files: list[Path], dests: list[Path]) -> list[Path]:
-    """Give inputs that would share an output distinct names: those whose extension changed get
-    their source extension in the name (``a.jpg`` -> ``a_jpg.png`` when ``a.png`` is also there);
-    refuse (PlanError) when that still leaves two alike."""
-    key = lambda p: os.path.normcase(os.path.abspath(p))  # noqa: E731
+def output_paths(files: list, rels: list[str], out, join: Callable, opts: ProtectOptions) -> list:
+    """Each file's output ``join(out, rel')``: ``rel``, its '/'-separated path below the inputs'
+    common folder, renamed by :func:`facecloak.imageio.output_name` (suffix, format). Files that
+    would share an output and changed extension get their source extension in the name
+    (``a.jpg`` -> ``a_jpg.png`` beside ``a.png``); any still alike are a PlanError naming both."""
+    dests = [posixpath.join(posixpath.dirname(r), output_name(posixpath.basename(r), opts.suffix, opts.fmt)) for r in rels]
     groups: dict[str, list[int]] = {}
     for i, d in enumerate(dests):
-        groups.setdefault(key(d), []).append(i)
-    out = list(dests)
-    for idx in groups.values():
-        if len(idx) > 1:
-            for i in idx:
-                src_ext = files[i].suffix.lower().lstrip(".")
-                if src_ext and src_ext != dests[i].suffix.lower().lstrip("."):
-                    out[i] = dests[i].with_name(f"{dests[i].stem}_{src_ext}{dests[i].suffix}")
+        groups.setdefault(os.path.normcase(d), []).append(i)
+    for idx in (g for g in groups.values() if len(g) > 1):
+        for i in idx:
+            src_ext = posixpath.splitext(rels[i])[1].lower().lstrip(".")
+            stem, ext = posixpath.splitext(dests[i])
+            if src_ext and src_ext != ext.lower().lstrip("."):
+                dests[i] = f"{stem}_{src_ext}{ext}"
     final: dict[str, int] = {}
-    for i, d in enumerate(out):
-        j = final.setdefault(key(d), i)
+    for i, d in enumerate(dests):
+        j = final.setdefault(os.path.normcase(d), i)
         if j != i:
-            raise PlanError(
-                f"{files[j]} and {files[i]} would both be written to {d}. Protect them in separate runs "
-                "with different --out folders, or rename one."
-            )
-    return out
-
-
-def _check_no_input_is_a_destination(jobs: list[tuple[Path, Path]], inputs: set[str]) -> None:
-    for src, dst in jobs:
-        if os.path.normcase(str(dst.resolve())) in inputs:
-            raise PlanError(f"the output for {src} would be {dst}, which is an input of this run. Choose another --out or --suffix.")
+            raise PlanError(f"{files[j]} and {files[i]} would both be written to {join(out, d)}. Protect them in separate runs "
+                            "with different --out folders, or rename one.")
+    return [join(out, d) for d in dests]
 
 
 def pending(p: Plan, opts: ProtectOptions) -> tuple[list[tuple[Path, Path]], list[ImageRecord]]:

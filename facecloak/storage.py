@@ -2,11 +2,11 @@
 
 Each URI is opened with pyarrow's file systems (``pyarrow.fs.FileSystem.from_uri``, the layer
 Ray Data reads through), with the credentials pyarrow finds in the environment. The driver lists
-the photos and plans their destinations here with the local planner's rules
-(:func:`plan_uris`), then drops the outputs that exist (:func:`pending_uris`). Each worker copies
-its batch to a local temporary folder, runs the local per-file code on it
-(:func:`facecloak.protect.protect_batch`) and uploads each output (:func:`protect_via_local_copies`),
-so a URI run has exactly the local semantics per file.
+the photos and plans their destinations with the same planner as local paths
+(:func:`facecloak.protect.plan_files`, here over pyarrow: :class:`ArrowFiles`, :func:`plan_uris`),
+then drops the outputs that exist (:func:`pending_uris`). Each worker copies its batch to a local
+temporary folder, runs the local per-file code on it (:func:`facecloak.protect.protect_batch`) and
+uploads each output (:func:`protect_via_local_copies`), so a URI run has exactly the local semantics per file.
 
 pyarrow comes with the ``[ray]`` extra and is imported only when a URI is used.
 """
@@ -18,10 +18,10 @@ import re
 import tempfile
 import uuid
 from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
-from .imageio import is_image_name, output_name
-from .protect import ImageRecord, Plan, PlanError, ProtectOptions, _disambiguate, check_suffix, protect_batch
+from .imageio import is_image_name
+from .protect import ImageRecord, InputError, Plan, PlanError, ProtectOptions, output_paths, plan_files, protect_batch
 
 _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 #: File systems whose rename is atomic: an output is written beside its destination and moved
@@ -46,6 +46,10 @@ class Location:
 
     def __str__(self) -> str:
         return self.uri
+
+    @property
+    def name(self) -> str:
+        return posixpath.basename(self.path)
 
 
 @dataclass
@@ -110,63 +114,71 @@ def list_images(infos, folder: str, recursive: bool, exclude: str | None = None)
 
 
 def destinations(files: list[str], root: str, out: str, opts: ProtectOptions) -> list[str]:
-    """Each file's output path: its path relative to ``root`` under ``out``, renamed by
-    :func:`facecloak.imageio.output_name` (suffix, format), collisions resolved or refused
-    (PlanError) by the local planner's :func:`facecloak.protect._disambiguate`."""
-    dests = []
-    for f in files:
-        rel = relative_to(f, root)
-        dests.append(posixpath.join(out, posixpath.dirname(rel), output_name(posixpath.basename(rel), opts.suffix, opts.fmt)))
-    return [str(d) for d in _disambiguate([PurePosixPath(f) for f in files], [PurePosixPath(d) for d in dests])]
+    """Each file's output path: its path relative to ``root`` under ``out``, renamed and told
+    apart (or refused, PlanError) by the planner's :func:`facecloak.protect.output_paths`."""
+    return output_paths(files, [relative_to(f, root) for f in files], out, posixpath.join, opts)
 
 
 def plan_uris(inputs, out: str, opts: ProtectOptions) -> UriPlan:
-    """:func:`facecloak.protect.plan` for URIs: the same rules (layout relative to the inputs'
-    common folder, one job per file, --out inside the inputs only with --suffix, collisions told
-    apart or refused, no output an input), on pyarrow file systems. Raises PlanError (exit 2);
+    """:func:`facecloak.protect.plan` for URIs: the one planner (:func:`facecloak.protect.plan_files`)
+    on pyarrow file systems (:class:`ArrowFiles`), after what only URIs need checked: each opens,
+    --out is a folder and reachable, the inputs share one file system. Raises PlanError (exit 2);
     an input that is missing or unreadable becomes an error record, as locally."""
-    check_suffix(opts.suffix)
     dst = resolve(out)
     _check_out(dst)
     given = [resolve(g) for g in inputs]
     if any(not g.fs.equals(given[0].fs) for g in given):
         raise PlanError("the inputs are on different file systems (or buckets with different options); "
                         "protect each in its own run, with its own --out.")
-    same_fs = bool(given) and given[0].fs.equals(dst.fs)
-    result = UriPlan(out=dst)
-    kinds = {g.uri: _kind(g, result) for g in given}
-    folders = [g for g in given if kinds[g.uri] == "dir"]
-    if same_fs and opts.suffix == "" and any(is_under(g.path, dst.path) for g in given if kinds[g.uri]):
-        raise PlanError(f"--out {out} is or contains an input: protected copies would mix with the originals. "
-                        "Choose an --out outside the inputs, or add --suffix (e.g. --suffix _cloaked) to write beside them.")
-    exclude = dst.path if same_fs and not any(is_under(g.path, dst.path) for g in folders) else None
-    files: dict[str, str] = {}  # path -> name shown in records
-    roots = []
-    for g in given:
-        if not kinds[g.uri]:
-            continue
-        if kinds[g.uri] == "dir":
-            roots.append(g.path)
-            found = [(p, join_uri(g.uri, relative_to(p, g.path))) for p in _listed(g, opts.recursive, exclude, result)]
-        else:
-            roots.append(posixpath.dirname(g.path))
-            found = [(g.path, g.uri)]
-        for path, name in found:
-            if same_fs and opts.suffix and is_under(path, dst.path) and posixpath.splitext(posixpath.basename(path))[0].endswith(opts.suffix):
-                if kinds[g.uri] == "file":
-                    result.records.append(ImageRecord(name, None, "skipped", f"{name}: inside --out and named like an output (…{opts.suffix}); not re-read as an input"))
-                continue
-            files.setdefault(path, name)
-    if not files:
-        return result
-    root = _common(roots)
-    dests = destinations(list(files), root, dst.path, opts)
-    if same_fs and (clash := next((d for d in dests if d in files), None)):
-        raise PlanError(f"the output {clash} would be an input of this run. Choose another --out or --suffix.")
-    fs = given[0].fs
-    result.jobs = [(Location(fs, f, files[f]), Location(dst.fs, d, join_uri(out, relative_to(d, dst.path))))
-                   for f, d in zip(files, dests)]
-    return result
+    p = plan_files(ArrowFiles(given[0].fs if given else dst.fs), given, dst, opts)
+    return UriPlan(jobs=p.jobs, records=p.records, out=dst)
+
+
+class ArrowFiles:
+    """:class:`facecloak.protect.Files` over pyarrow file systems; handles are :class:`Location`s,
+    compared as text within a file system. home: the inputs' file system (an output on another
+    one is never an input)."""
+
+    def __init__(self, home) -> None:
+        self.home = home
+
+    def kind(self, p: Location) -> str:
+        from pyarrow import fs as pafs
+
+        try:
+            t = p.fs.get_file_info(p.path).type
+        except OSError as e:
+            raise InputError(f"{p.uri}: cannot read it ({_first_line(e)}). Check the URI and your credentials.") from e
+        if t == pafs.FileType.NotFound:
+            raise InputError(f"{p.uri}: no such file or folder. Check the path or URI.")
+        return "dir" if t == pafs.FileType.Directory else "file"
+
+    def images(self, folder: Location, recursive: bool, exclude: Location | None) -> list[Location]:
+        from pyarrow import fs as pafs
+
+        try:
+            infos = folder.fs.get_file_info(pafs.FileSelector(folder.path, recursive=recursive))
+        except OSError as e:
+            raise InputError(f"{folder.uri}: cannot list it ({_first_line(e)}). Check the URI and your credentials.") from e
+        skip = exclude.path if exclude is not None and exclude.fs.equals(folder.fs) else None
+        return [self.join(folder, relative_to(p, folder.path)) for p in list_images(infos, folder.path, recursive, skip)]
+
+    def key(self, p: Location) -> tuple[bool, str]:
+        return p.fs.equals(self.home), p.path
+
+    def is_under(self, p: Location, folder: Location) -> bool:
+        return p.fs.equals(folder.fs) and is_under(p.path, folder.path)
+
+    def parent(self, p: Location) -> Location:
+        """The folder's Location; its uri drops any ``?query`` (only its path is used, for the layout)."""
+        return Location(p.fs, posixpath.dirname(p.path), posixpath.dirname(p.uri.partition("?")[0]))
+
+    def relative(self, files: list[Location], folders: list[Location]) -> list[str]:
+        root = _common([f.path for f in folders])
+        return [relative_to(f.path, root) for f in files]
+
+    def join(self, folder: Location, rel: str) -> Location:
+        return Location(folder.fs, posixpath.join(folder.path, rel), join_uri(folder.uri, rel))
 
 
 def pending_uris(p: UriPlan, opts: ProtectOptions) -> tuple[list[tuple[Location, Location]], list[ImageRecord]]:
@@ -270,32 +282,6 @@ def _check_out(dst: Location) -> None:
         raise PlanError(f"--out {dst.uri}: cannot reach it ({_first_line(e)}). Check the URI and your credentials.") from e
     if info.type == pafs.FileType.File:
         raise PlanError(f"--out {dst.uri} is a file; give a folder (or a bucket prefix).")
-
-
-def _kind(g: Location, plan: Plan) -> str:
-    """"dir", "file", or "" for an input that is missing or unreadable (then an error record)."""
-    from pyarrow import fs as pafs
-
-    try:
-        t = g.fs.get_file_info(g.path).type
-    except OSError as e:
-        plan.records.append(ImageRecord(g.uri, None, "error", f"{g.uri}: cannot read it ({_first_line(e)}). Check the URI and your credentials."))
-        return ""
-    if t == pafs.FileType.NotFound:
-        plan.records.append(ImageRecord(g.uri, None, "error", f"{g.uri}: no such file or folder. Check the path or URI."))
-        return ""
-    return "dir" if t == pafs.FileType.Directory else "file"
-
-
-def _listed(g: Location, recursive: bool, exclude: str | None, plan: Plan) -> list[str]:
-    from pyarrow import fs as pafs
-
-    try:
-        infos = g.fs.get_file_info(pafs.FileSelector(g.path, recursive=recursive))
-    except OSError as e:
-        plan.records.append(ImageRecord(g.uri, None, "error", f"{g.uri}: cannot list it ({_first_line(e)}). Check the URI and your credentials."))
-        return []
-    return list_images(infos, g.path, recursive, exclude)
 
 
 def _walk_order(rel: str) -> list:

@@ -2,6 +2,8 @@
 never shared, never an original, and --out may not swallow the inputs."""
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -143,3 +145,16 @@ def test_plan_refuses_before_reading_any_photo(tmp_path):
             continue
         raise AssertionError(f"{opts} was planned")
     assert not (tmp_path / "o").exists() and os.listdir(src) == ["p0.jpg"]
+
+
+def test_planning_local_paths_needs_no_pyarrow(tmp_path):
+    """pyarrow comes only with the [ray] extra: the default install plans local paths without it
+    (the one planner serves URIs through facecloak.storage, which imports pyarrow only for a URI)."""
+    photo(tmp_path / "in" / "a.jpg")
+    code = ("import sys; sys.modules['pyarrow'] = None\n"  # any `import pyarrow` now raises ImportError
+            "from pathlib import Path\nfrom facecloak.protect import ProtectOptions, plan\nfrom facecloak.storage import is_uri\n"
+            f"p = plan([Path({str(tmp_path / 'in')!r})], ProtectOptions(out=Path({str(tmp_path / 'o')!r})))\n"
+            "print([(s.name, str(d)) for s, d in p.jobs], is_uri('photos'))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == f"{[('a.jpg', str(tmp_path / 'o' / 'a.jpg'))]} False"

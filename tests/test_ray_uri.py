@@ -91,6 +91,34 @@ def test_planning_refuses_what_the_local_planner_refuses(tree):
     assert sorted(Path(s.path).name for s, _ in beside.jobs) == ["a.jpg", "b.gif", "b.png"]
 
 
+def test_paths_and_file_uris_are_refused_and_recorded_in_the_same_words(tree):
+    """One planner serves both: the same inputs as paths or as file:// URIs give the same
+    refusals and records, but for the names (a URI is the path with file:// in front)."""
+    tmp, src = tree
+    for rel in ("b_c_gif.png", "a_c.jpg", "b_gif.png"):
+        (src / rel).write_bytes(b"x")
+
+    def said(names, out, **kw):
+        """(PlanError message or None, records) for paths, and for file:// URIs with file:// taken out."""
+        got = []
+        for how in (lambda: plan([src / n for n in names], ProtectOptions(out=out, **kw)),
+                    lambda: plan_uris([f"file://{src / n}" for n in names], f"file://{out}", ProtectOptions(out=Path("unused"), **kw))):
+            try:
+                p = how()
+                got.append((None, [(r.input, r.status, r.message) for r in p.records]))
+            except PlanError as e:
+                got.append((str(e), []))
+        return [(m and m.replace("file://", ""), [tuple(x.replace("file://", "") for x in r) for r in recs]) for m, recs in got]
+
+    cases = [(["."], src, {}),  # --out is the input folder, no --suffix
+             (["b.gif", "b.png", "b_gif.png"], tmp / "out", {}),  # b.gif -> b_gif.png is taken: refused
+             (["."], src, {"suffix": "_c"}),  # b.gif -> b_c_gif.png, which is an input
+             (["a.jpg", "a_c.jpg"], src, {"suffix": "_c"})]  # an earlier output listed by name: skipped
+    for names, out, kw in cases:
+        local, uri = said(names, out, **kw)
+        assert local == uri and (local[0] or local[1]), (names, kw, local)
+
+
 def test_a_missing_input_is_an_error_record_and_the_rest_is_planned(tree):
     tmp, src = tree
     p = plan_uris([f"file://{src}/a.jpg", f"file://{src}/gone.jpg"], f"file://{tmp}/out", ProtectOptions(out=Path("unused")))
