@@ -240,7 +240,7 @@ def test_presets_order_strength():
     assert len(lo.targets) <= len(mid.targets) == len(hi.targets)
     for (_, t_lo), (_, t_mid), (_, t_hi) in zip(lo.targets, mid.targets, hi.targets):
         assert t_lo >= t_mid >= t_hi
-    assert lo.blend <= mid.blend < hi.blend
+    assert lo.blend <= mid.blend < hi.blend and lo.max_steps <= mid.max_steps < hi.max_steps
     with pytest.raises(ValueError, match="unknown strength"):
         S.preset("extreme")
     assert S.preset("low", max_steps=3).max_steps == 3
