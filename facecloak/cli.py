@@ -482,6 +482,7 @@ def eval_cmd(
     sweep: Annotated[bool, typer.Option("--sweep", help="Also trace quality vs ASR of the chosen methods: facecloak_fast at strength 0.5-1.5, lgc at eps 1..7.")] = False,
     limit: Annotated[Optional[int], typer.Option("--limit", help="De-identify at most N faces (quick look).")] = None,
     steps_scale: Annotated[float, typer.Option("--steps-scale", help="Scale the iterations of strong mode and the adversarial baselines.")] = 1.0,
+    strength: Annotated[str, typer.Option("--strength", help="low | medium | high, as `protect --strength`: fast mode's scale, strong mode's preset.")] = "medium",
     e2e: Annotated[bool, typer.Option("--e2e/--no-e2e", help="Also protect the whole photos as `protect` does and re-detect them with dlib's HOG detector.")] = True,
     impostor_fakes: Annotated[str, typer.Option("--impostor-fakes", help="Generated faces in the FAR 1e-3 impostor set: dcgan | stylegan.")] = "dcgan",
     device: DeviceOpt = "auto",
@@ -532,10 +533,17 @@ def eval_cmd(
             bench = B.lfw_benchmark(data, seed=seed, device=dev) if benchmark == "lfw" else B.folder_benchmark(data, seed, dev)
         else:
             raise UserError(f"--benchmark must be orl, lfw or folder, not {benchmark!r}")
+    from .strong import preset
+
+    try:
+        strong_budget = preset(strength).max_steps
+    except ValueError as e:
+        raise UserError(f"--strength: {e}")
     base = EvalConfig()
-    scaled = {f: max(1, round(getattr(base, f) * steps_scale)) for f in ("strong_steps", "lgc_steps", "tip_im_steps", "fawkes_steps")}
+    scaled = {f: max(1, round(getattr(base, f) * steps_scale)) for f in ("lgc_steps", "tip_im_steps", "fawkes_steps")}
+    scaled["strong_steps"] = max(1, round(strong_budget * steps_scale)) if steps_scale != 1 else None
     cfg = EvalConfig(benchmark=benchmark, data=str(data) if data else None, out=str(out), methods=ms, recognizers=rs, weights=weights, bank=str(bank) if bank else None,
-                     seed=seed, device=dev, sweep=sweep, limit=limit, e2e=e2e, impostor_fakes=impostor_fakes, **scaled)
+                     seed=seed, device=dev, sweep=sweep, limit=limit, e2e=e2e, impostor_fakes=impostor_fakes, strength=strength, **scaled)
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     # de-identify original + each method, quality, e2e (originals + 2 modes), impostor set, each recognizer, report

@@ -111,8 +111,10 @@ def markdown(report: dict) -> str:
         q = v["quality"]
         lines.append(f"| {m} | {_f(q['psnr']['mean'])} ({_f(q['psnr']['median'])}) | {_f(q['ssim']['mean'], nd=3)} | {_f(q['lpips']['mean'], nd=4)} | {_f(v['seconds_per_face'], nd=3)} |")
     cfg = report.get("config", {})
+    strong_steps = cfg.get("strong_steps") or "the preset's own"
     lines += ["", "Quality: mean (median in brackets for PSNR) over faces, on the aligned 256x256 crops. "
-              f"Budgets: strong mode {cfg.get('strong_steps')} steps; LGC {cfg.get('lgc_steps')}, TIP-IM {cfg.get('tip_im_steps')}, "
+              f"Strength {cfg.get('strength', 'medium')} (fast mode's scale, strong mode's preset). "
+              f"Budgets: strong mode {strong_steps} steps; LGC {cfg.get('lgc_steps')}, TIP-IM {cfg.get('tip_im_steps')}, "
               f"Fawkes-style {cfg.get('fawkes_steps')} steps (the defaults of our implementations in facecloak/eval/baselines.py, "
               "which are not the authors' code).", "", "## Table 7: Rank-1 / Rank-5 (1:N) ↓", ""]
     lines.append("| method | " + " | ".join(f"{NAMES.get(r, r)} R1 | R5" for r in recs) + " |")

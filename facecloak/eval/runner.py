@@ -61,8 +61,9 @@ class EvalConfig:
     batch_size: int = 16
     # The adversarial baselines run at their own default budgets (the defaults of
     # facecloak.eval.baselines); `--steps-scale` scales these and strong mode's steps.
-    # Strong mode's is the default `--strength medium` preset's own (facecloak.strong.PRESETS).
-    strong_steps: int = 10
+    # Strong mode's is its preset's own (facecloak.strong.PRESETS) unless `--steps-scale` sets it.
+    strong_steps: int | None = None
+    strength: str = "medium"  # as `protect --strength`: the fast-mode scale and the strong-mode preset
     lgc_steps: int = 20
     tip_im_steps: int = 50
     fawkes_steps: int = 100
@@ -201,7 +202,7 @@ def run_eval(bench: Benchmark, cfg: EvalConfig, progress: Callable[[str, int, in
         from ..cloak import CloakConfig
         from ..pretrained import build_cloaker
 
-        ctx.cloaker = build_cloaker(weights=cfg.weights, bank=cfg.bank, device=str(device), config=CloakConfig(seed=cfg.seed, strong_steps=cfg.strong_steps, batch_size=cfg.batch_size))
+        ctx.cloaker = build_cloaker(weights=cfg.weights, bank=cfg.bank, device=str(device), config=CloakConfig(seed=cfg.seed, strength=cfg.strength, strong_steps=cfg.strong_steps, batch_size=cfg.batch_size))
 
     timing: dict[str, float] = {}
     clock = [time.perf_counter()]
@@ -301,8 +302,8 @@ def _run_e2e(bench, deid_keys, originals, modes, ctx, step):
     ck = ctx.cloaker
 
     def make_cloaker(mode: str):
-        # What `facecloak protect --mode MODE --seed SEED` builds: CloakConfig's defaults otherwise.
-        return Cloaker(ck.hn, ck.en, ck.bank, ck.detector, CloakConfig(mode=mode, seed=ctx.cfg.seed), device=ck.device)
+        # What `facecloak protect --mode MODE --strength S --seed SEED` builds: CloakConfig's defaults otherwise.
+        return Cloaker(ck.hn, ck.en, ck.bank, ck.detector, CloakConfig(mode=mode, strength=ctx.cfg.strength, seed=ctx.cfg.seed), device=ck.device)
 
     retina = ck.detector if ck is not None else None
     return run_e2e(bench.photos, probes, gallery, originals, modes, make_cloaker, retina, progress=lambda s: step(s, 0, 1))
