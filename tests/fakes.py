@@ -58,3 +58,34 @@ def tiny_cloaker(detector=None, seed: int = 0, **cfg) -> Cloaker:
     torch.nn.init.normal_(hn.head.weight, std=0.5)  # make the untrained network change pixels
     bank = torch.nn.functional.normalize(torch.randn(64, 512, generator=torch.Generator().manual_seed(1)), dim=1)
     return Cloaker(hn, FakeRecognizer(), bank, detector or FixedDetector(), CloakConfig(**cfg))
+
+
+class _Built(Exception):
+    """Stops run_eval once the cloaker is built: what follows is the benchmark itself."""
+
+
+def cloaker_args_of_run_eval(tmp_path, monkeypatch, **cfg) -> dict:
+    """The keyword arguments ``run_eval`` gives ``build_cloaker`` for ``EvalConfig(**cfg)`` (crops
+    only, CPU), on a one-crop benchmark with identity recognizers; nothing past that point runs."""
+    from PIL import Image
+
+    import facecloak.eval.runner as runner
+    import facecloak.pretrained as pretrained
+    from facecloak.eval.benchmark import Benchmark
+
+    crop = tmp_path / "a.png"
+    Image.fromarray(np.zeros((256, 256, 3), np.uint8)).save(crop)
+    bench = Benchmark("tiny", {"p/a": crop}, {"p/a": "p"}, [("p/a", "p/a", True)], [["p/a"]])
+    given = {}
+
+    def build_cloaker(**kwargs):
+        given.update(kwargs)
+        raise _Built
+
+    monkeypatch.setattr(pretrained, "load_recognizer", lambda name, device="cpu": torch.nn.Identity())
+    monkeypatch.setattr(pretrained, "build_cloaker", build_cloaker)
+    try:
+        runner.run_eval(bench, runner.EvalConfig(out=str(tmp_path / "e"), device="cpu", e2e=False, **cfg))
+    except _Built:
+        return given
+    raise AssertionError("run_eval finished without building a cloaker")

@@ -4,18 +4,15 @@ A bad bank is refused with exit 3 and one line naming the file, before the bench
 a good one travels through ``EvalConfig.bank`` to ``build_cloaker``. No benchmark runs here: the
 heavy steps are replaced by stand-ins that record what they were given.
 """
-import numpy as np
 import pytest
 import torch
-from PIL import Image
 from safetensors.torch import save_file
 from typer.testing import CliRunner
 
 import facecloak.eval.benchmark as B
 import facecloak.eval.runner as runner
-import facecloak.pretrained as pretrained
 from facecloak.cli import app
-from facecloak.eval.benchmark import Benchmark
+from tests.fakes import cloaker_args_of_run_eval
 
 
 def run(*args):
@@ -65,24 +62,6 @@ def test_the_bank_option_reaches_the_eval_config(tmp_path, monkeypatch):
     assert seen["cfg"].bank is None  # no --bank: the shipped one
 
 
-class Built(Exception):
-    """Stops run_eval once the cloaker is built: what follows is the benchmark itself."""
-
-
 @pytest.mark.parametrize("bank", [None, "/somewhere/mine.safetensors"])
 def test_run_eval_builds_its_cloaker_with_the_configs_bank(tmp_path, monkeypatch, bank):
-    crop = tmp_path / "a.png"
-    Image.fromarray(np.zeros((256, 256, 3), np.uint8)).save(crop)
-    bench = Benchmark("tiny", {"p/a": crop}, {"p/a": "p"}, [("p/a", "p/a", True)], [["p/a"]])
-    given = {}
-
-    def build_cloaker(**kwargs):
-        given.update(kwargs)
-        raise Built
-
-    monkeypatch.setattr(pretrained, "load_recognizer", lambda name, device="cpu": torch.nn.Identity())
-    monkeypatch.setattr(pretrained, "build_cloaker", build_cloaker)
-    cfg = runner.EvalConfig(out=str(tmp_path / "e"), methods=("facecloak_fast",), bank=bank, device="cpu", e2e=False)
-    with pytest.raises(Built):
-        runner.run_eval(bench, cfg)
-    assert given["bank"] == bank
+    assert cloaker_args_of_run_eval(tmp_path, monkeypatch, methods=("facecloak_fast",), bank=bank)["bank"] == bank

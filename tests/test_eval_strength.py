@@ -2,18 +2,13 @@
 
 No benchmark runs here: the heavy steps are replaced by stand-ins that record what they were given.
 """
-import numpy as np
-import pytest
-import torch
-from PIL import Image
 from typer.testing import CliRunner
 
 import facecloak.eval.benchmark as B
 import facecloak.eval.runner as runner
-import facecloak.pretrained as pretrained
 from facecloak.cli import app
-from facecloak.eval.benchmark import Benchmark
 from facecloak.strong import PRESETS
+from tests.fakes import cloaker_args_of_run_eval
 
 
 def eval_cfg(monkeypatch, tmp_path, *args):
@@ -40,22 +35,6 @@ def test_unknown_strength_is_a_usage_error(monkeypatch, tmp_path):
     assert "unknown strength 'extreme'" in r.output
 
 
-class Built(Exception):
-    pass
-
-
 def test_run_eval_builds_its_cloaker_at_the_configs_strength(tmp_path, monkeypatch):
-    crop = tmp_path / "a.png"
-    Image.fromarray(np.zeros((256, 256, 3), np.uint8)).save(crop)
-    bench = Benchmark("tiny", {"p/a": crop}, {"p/a": "p"}, [("p/a", "p/a", True)], [["p/a"]])
-    given = {}
-
-    def build_cloaker(**kwargs):
-        given.update(kwargs)
-        raise Built
-
-    monkeypatch.setattr(pretrained, "load_recognizer", lambda name, device="cpu": torch.nn.Identity())
-    monkeypatch.setattr(pretrained, "build_cloaker", build_cloaker)
-    with pytest.raises(Built):
-        runner.run_eval(bench, runner.EvalConfig(out=str(tmp_path / "e"), methods=("facecloak_strong",), strength="low", device="cpu", e2e=False))
-    assert given["config"].strength == "low" and given["config"].strong_steps is None
+    config = cloaker_args_of_run_eval(tmp_path, monkeypatch, methods=("facecloak_strong",), strength="low")["config"]
+    assert config.strength == "low" and config.strong_steps is None
