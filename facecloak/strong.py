@@ -94,7 +94,7 @@ class StrongConfig:
 #: time for protection against the same photo. Every preset renders at 128 px with twice the base
 #: step sizes, at most 10-12 steps (speed), and edits mostly geometry: a fine 32x32 displacement
 #: field, small grey shading offsets (|z| <= 6/255) and λ_pix = 0.2. Measured on the 40 ORL
-#: evaluation faces (``benchmarks/strong_tradeoff.py``), going from an 8x8 field with 24/255 offsets
+#: evaluation faces (``benchmarks/strong_tradeoff.py``, v0.2 network), going from an 8x8 field with 24/255 offsets
 #: and λ_pix = 0.05 to this raised same-photo ASR at the best-accuracy threshold from .73 / .73 /
 #: .80 to .90 / .90 / .95 (FaceNet / SFace / dlib) while PSNR rose from 28.5 to 32.3 dB and
 #: LPIPS-alex fell from .057 to .040: recognizers read identity from shape, which a fine warp
