@@ -12,6 +12,13 @@ one reproducible fake identity per face, saved as 8-bit), then:
   committed eval report (``--report``), so the figures match that report's protocol;
 * CPU seconds per face for the de-identification alone (models already loaded).
 
+Settings that are not presets are measured with ``--variant NAME=JSON`` (repeatable): the
+fields of ``facecloak.strong.StrongConfig`` to change, on the preset named by an optional
+``"base"`` (default ``medium``); e.g. ``--strengths "" --variant 'g8={"flow_grid": 8}'``.
+``--faces train-pool`` takes a seeded sample of the offline *training* crops instead of the ORL
+probes (faces the presets were not chosen on); ``--attack bits3`` scores the protected faces after
+a 3-bit depth reduction, as the eval's attack does.
+
 Writes ``<out>.json`` and ``<out>.png`` (LPIPS-alex on x, same-photo ASR on y, one panel per
 black box). FaceNet is a surrogate of medium and high, so only SFace and dlib are held out.
 """
@@ -37,6 +44,24 @@ def same_photo_asr(cos: np.ndarray, threshold: float) -> float:
     return float(np.mean(cos < threshold))
 
 
+def register_variant(spec: str) -> str:
+    """Add ``NAME={json}`` to ``facecloak.strong.PRESETS`` as the ``base`` preset with those fields
+    changed (lists become tuples, as StrongConfig's fields are); return NAME."""
+    from dataclasses import replace
+
+    from facecloak import strong as S
+
+    name, _, body = spec.partition("=")
+    fields = {k: tuple(tuple(x) if isinstance(x, list) else x for x in v) if isinstance(v, list) else v for k, v in json.loads(body).items()}
+    S.PRESETS[name] = replace(S.PRESETS[fields.pop("base", "medium")], **fields)
+    return name
+
+
+def bit_depth_3(d: np.ndarray) -> np.ndarray:
+    """8-bit images reduced to 3 bits per channel and back: round(x/255 · 7) / 7 · 255."""
+    return (np.round(d / 255 * 7) / 7 * 255).round().astype(np.uint8)
+
+
 def protect(ck, x: torch.Tensor, keys: list[str], mode: str, strength: str, seed: int = 0) -> tuple[np.ndarray, float]:
     """8-bit de-identified crops for ``x`` in ``mode``/``strength``, and the CPU seconds per face."""
     ck.cfg.mode, ck.cfg.strength, ck.cfg.strong_steps = mode, strength, None
@@ -57,8 +82,13 @@ def main() -> None:
     ap.add_argument("--limit", type=int, default=16, help="first N ORL evaluation probes (40 in all)")
     ap.add_argument("--report", type=Path, default=ROOT / "benchmarks/results/eval-orl-strong/report.json", help="eval report whose thresholds are used")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/strong_tradeoff")
-    ap.add_argument("--strengths", default="low,medium,high")
+    ap.add_argument("--strengths", default="low,medium,high", help="presets to run (\"\" for none)")
+    ap.add_argument("--variant", action="append", default=[], help='NAME={"field": value, "base": "medium"}: a StrongConfig variant to run too')
+    ap.add_argument("--faces", choices=("orl", "train-pool"), default="orl")
+    ap.add_argument("--attack", choices=("none", "bits3"), default="none")
+    ap.add_argument("--weights", default=None, help="hiding-network weights (default: the shipped ones)")
     args = ap.parse_args()
+    names = [n for n in args.strengths.split(",") if n] + [register_variant(v) for v in args.variant]
 
     from facecloak.cloak import CloakConfig
     from facecloak.eval import benchmark as B
@@ -67,18 +97,26 @@ def main() -> None:
     from facecloak.train.data import read_rgb
 
     thresholds = json.loads(args.report.read_text())["thresholds"]
-    bench = B.orl_benchmark(0, "cpu")
-    keys = sorted({a for a, _, s in bench.pairs if s} | {k for s in bench.id_sets for k in s})[: args.limit]
-    originals = {k: read_rgb(bench.crops[k]) for k in keys}
+    if args.faces == "orl":
+        bench = B.orl_benchmark(0, "cpu")
+        keys = sorted({a for a, _, s in bench.pairs if s} | {k for s in bench.id_sets for k in s})[: args.limit]
+        originals = {k: read_rgb(bench.crops[k]) for k in keys}
+    else:
+        from facecloak.data.crops import offline_crops
+
+        keys = [str(p) for p in random.Random(7).sample(sorted(offline_crops("train").glob("*.png")), args.limit)]
+        originals = {k: read_rgb(Path(k)) for k in keys}
     x = to_batch([originals[k] for k in keys])
-    ck = build_cloaker(device="cpu", config=CloakConfig(seed=0))
+    ck = build_cloaker(weights=args.weights, device="cpu", config=CloakConfig(seed=0))
     recs = {n: load_recognizer(n, "cpu") for n in BLACK_BOXES}
     with torch.no_grad():
         f_orig = {n: m(x) for n, m in recs.items()}
 
     rows = []
-    for mode, strength in [("fast", "-")] + [("strong", s) for s in args.strengths.split(",")]:
+    for mode, strength in [("fast", "-")] + [("strong", s) for s in names]:
         d, cpu = protect(ck, x, keys, mode, strength if mode == "strong" else "medium")
+        if args.attack == "bits3":
+            d = bit_depth_3(d)
         q = _quality(originals, dict(zip(keys, d)))
         row = {"mode": mode, "strength": strength, "cpu_seconds_per_face": round(cpu, 2),
                "lpips_alex": q["lpips"]["mean"], "psnr": q["psnr"]["mean"], "ssim": q["ssim"]["mean"], "asr_same": {}, "asr_same_far": {}}
@@ -91,7 +129,7 @@ def main() -> None:
         rows.append(row)
         print(json.dumps(row), flush=True)
 
-    meta = {"faces": len(keys), "benchmark": "orl (first %d evaluation probes)" % len(keys), "thresholds_from": str(args.report.resolve().relative_to(ROOT)),
+    meta = {"faces": len(keys), "benchmark": ("orl (first %d evaluation probes)" if args.faces == "orl" else "offline training pool (%d faces, seeded sample)") % len(keys), "attack": args.attack, "thresholds_from": str(args.report.resolve().relative_to(ROOT)),
             "note": "same-photo ASR: each protected face against its own original; FaceNet is a surrogate of medium/high, SFace and dlib are held out"}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.with_suffix(".json").write_text(json.dumps({**meta, "rows": rows}, indent=2))
