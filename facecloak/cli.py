@@ -411,6 +411,8 @@ def train(
     loss_size: Annotated[int, typer.Option("--loss-size", help="Resolution for the VGG/LPIPS losses (lower = faster on CPU).")] = 256,
     work_size: Annotated[Optional[int], typer.Option("--work-size", help="Resolution the network runs at; its residual is upsampled to 256 (128: 4x cheaper, smooth change). Default: 256.")] = None,
     smooth_sigma: Annotated[float, typer.Option("--smooth-sigma", help="Gaussian low-pass on the residual, px at the work size (0: none).")] = 1.0,
+    warp_px: Annotated[float, typer.Option("--warp-px", help="Add a warp head: D = warp(C, flow) + residual, |flow| <= this many pixels (0: none).")] = 0.0,
+    warp_grid: Annotated[int, typer.Option("--warp-grid", help="Smoothness of the warp: the field lives on a GRID x GRID lattice.")] = 32,
     far_margin: Annotated[Optional[float], typer.Option("--far-margin", help="Hinge the far term: stop pushing once cos(EN(C), EN(D)) < margin.")] = None,
     eot: Annotated[bool, typer.Option("--eot", help="EN sees a randomly blurred / resized / quantised D, so the change survives them.")] = False,
     n_fakes: Annotated[int, typer.Option("--n-fakes", help="Number of fake identities in the training bank.")] = 1024,
@@ -457,7 +459,8 @@ def train(
         covers=covers, val_covers=val_covers, out=str(out), fakes=fakes, n_fakes=n_fakes, epochs=epochs, max_steps=max_steps,
         batch_size=batch_size, lr=lr, val_fraction=val_fraction, seed=seed, device=device, resume=resume,
         init=init, loss_size=loss_size, eot=eot, grow_covers=covers_were_mix, checkpoint_every=checkpoint_every,
-        hn=HidingNetConfig(width=width, max_delta=max_delta, head_init_std=head_init_std, smooth_sigma=smooth_sigma, work_size=work_size),
+        hn=HidingNetConfig(width=width, max_delta=max_delta, head_init_std=head_init_std, smooth_sigma=smooth_sigma, work_size=work_size,
+                            warp_px=warp_px, warp_grid=warp_grid),
         weights=LossWeights(lam_rec, lam_perc, lam_lpips, lam_near, lam_far, far_margin),
     )
     try:

@@ -41,6 +41,8 @@ from dataclasses import dataclass, replace
 import torch
 import torch.nn.functional as F
 
+from .models.warp import upsample, warp  # noqa: F401  (S.upsample / S.warp are part of this module's API)
+
 TAU = 4 / 255
 
 
@@ -116,21 +118,6 @@ def preset(name: str, max_steps: int | None = None) -> StrongConfig:
 
 
 # ------------------------------------------------------------------ parameterisation
-def upsample(p: torch.Tensor, size: int) -> torch.Tensor:
-    """U(p): bicubic upsampling of a (B, C, g, g) grid to (B, C, size, size)."""
-    return F.interpolate(p, size=(size, size), mode="bicubic", align_corners=False)
-
-
-def warp(x: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
-    """x sampled at p + flow(p): flow (B, 2, H, W) in pixels (dx, dy); borders replicate."""
-    b, _, h, w = x.shape
-    ys, xs = torch.meshgrid(torch.linspace(-1, 1, h, device=x.device), torch.linspace(-1, 1, w, device=x.device), indexing="ij")
-    base = torch.stack([xs, ys], dim=-1).unsqueeze(0)
-    scale = torch.tensor([2 / max(w - 1, 1), 2 / max(h - 1, 1)], device=x.device, dtype=x.dtype)
-    grid = base + flow.permute(0, 2, 3, 1) * scale
-    return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=True)
-
-
 def render(d0: torch.Tensor, colour: torch.Tensor, flow: torch.Tensor | None, flow_scale: float = 1.0) -> torch.Tensor:
     """D' = clip(warp(D0, U(w) · flow_scale) + U(z), 0, 1); ``flow_scale`` converts w's pixels into
     D0's (``work_size`` / crop size when rendering at reduced resolution). A one-channel z is a

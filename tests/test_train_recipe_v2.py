@@ -109,3 +109,19 @@ def test_train_with_the_v2_recipe_options(tmp_path):
 
     cfg = json.loads((out / "config.json").read_text())["config"]
     assert cfg["eot"] is True and cfg["weights"]["far_margin"] == 0.2
+
+
+@pytest.mark.slow
+def test_train_adds_a_warp_head_to_warp_free_weights(tmp_path):
+    """`--init` with v0.3-style weights and `--warp-px`: the new head starts at zero and trains."""
+    first, second = tmp_path / "plain", tmp_path / "warp"
+    r = CliRunner().invoke(app, ["train", *tiny(1), "--out", str(first), "--work-size", "128"])
+    assert r.exit_code == 0, r.output
+    r = CliRunner().invoke(app, ["train", *tiny(2), "--out", str(second), "--work-size", "128", "--warp-px", "2",
+                                 "--warp-grid", "8", "--init", str(first / "last.safetensors")])
+    assert r.exit_code == 0, r.output
+    from facecloak.models.hiding import load_hiding_net
+
+    hn = load_hiding_net(second / "last.safetensors")
+    assert hn.config.warp_px == 2 and hn.config.warp_grid == 8
+    assert hn.flow_head.weight.abs().max() > 0  # two Adam steps moved the zero-initialised head

@@ -12,6 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .warp import smooth_flow, warp
+
 
 def tile_feature(f: torch.Tensor, size: int = 256, channels: int = 3) -> torch.Tensor:
     """Tile feature vectors ``f`` (B, d) into (B, channels, size, size) blocks (section 3.1).
@@ -97,6 +99,8 @@ class HidingNetConfig:
     head_init_std: float = 0.0
     smooth_sigma: float = 1.0
     work_size: int | None = None
+    warp_px: float = 0.0
+    warp_grid: int = 32
 
 
 class HidingNet(nn.Module):
@@ -108,7 +112,9 @@ class HidingNet(nn.Module):
     the tiling itself is the paper's, see ``tile_feature``).
 
     Output: ``D = clamp(C + G_σ * (max_delta * tanh(R)), 0, 1)``, a *bounded, smooth residual*
-    on the cover (G_σ a fixed Gaussian low-pass, ``smooth_sigma``).
+    on the cover (G_σ a fixed Gaussian low-pass, ``smooth_sigma``). With a warp head
+    (``warp_px`` > 0, v0.4) C is first resampled along a bounded smooth displacement field:
+    ``D = clamp(warp(C, flow) + G_σ * (max_delta * tanh(R)), 0, 1)``.
     Why residual: the target is "C with small identity-bearing changes"; predicting the
     change starts training at the identity map (the last conv is zero-initialised, so
     D = C at step 0) and keeps image quality high from the first step, which matters when
@@ -138,6 +144,10 @@ class HidingNet(nn.Module):
         self.head = nn.Conv2d(ch[0], 3, 3, 1, 1)
         nn.init.normal_(self.head.weight, std=cfg.head_init_std) if cfg.head_init_std else nn.init.zeros_(self.head.weight)
         nn.init.zeros_(self.head.bias)
+        if cfg.warp_px > 0:  # zero-initialised too: a warp head added to trained weights starts at their output
+            self.flow_head = nn.Conv2d(ch[0], 2, 3, 1, 1)
+            nn.init.zeros_(self.flow_head.weight)
+            nn.init.zeros_(self.flow_head.bias)
 
     def forward(self, cover: torch.Tensor, feature: torch.Tensor) -> torch.Tensor:
         d = feature.shape[1]
@@ -160,6 +170,9 @@ class HidingNet(nn.Module):
             residual = gaussian_lowpass(residual, self.config.smooth_sigma)
         if work != size:
             residual = F.interpolate(residual, size=cover.shape[-2:], mode="bilinear", align_corners=False)
+        if self.config.warp_px > 0:
+            flow = smooth_flow(self.flow_head(x), self.config.warp_px, self.config.warp_grid, size)
+            cover = warp(cover, flow)
         return (cover + residual).clamp(0, 1)
 
 
@@ -210,3 +223,17 @@ def load_hiding_net(path, device: str | torch.device = "cpu") -> HidingNet:
     if missing or unexpected:
         raise ValueError(f"{path}: weights do not fit the network; missing {missing}, unexpected {unexpected}")
     return model.to(device).eval()
+
+
+def init_from(model: HidingNet, path, device: str | torch.device = "cpu") -> HidingNet:
+    """Load a saved network's weights into ``model`` (whose config may differ, e.g. a new
+    work_size). The one mismatch allowed is a warp head that the saved network lacks: it keeps
+    its zero initialisation, so the new model starts exactly at the saved one's output."""
+    saved = load_hiding_net(path, device).state_dict()
+    try:
+        missing, unexpected = model.load_state_dict(saved, strict=False)
+    except RuntimeError as e:  # a tensor of another shape (e.g. another width)
+        raise ValueError(f"{path}: weights do not fit the network: {e}") from None
+    if unexpected or any(not k.startswith("flow_head.") for k in missing):
+        raise ValueError(f"{path}: weights do not fit the network; missing {missing}, unexpected {unexpected}")
+    return model

@@ -18,7 +18,7 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, DistributedSampler
 
-from ..models.hiding import HidingNet, HidingNetConfig, load_hiding_net, save_hiding_net
+from ..models.hiding import HidingNet, HidingNetConfig, init_from, save_hiding_net
 from ..pretrained import resolve_device
 from . import losses as L
 from .data import CoverDataset, FakeBank, list_crops, split_train_val
@@ -170,7 +170,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
     bank = build_fake_bank(cfg, critics.en, device)
     hn = HidingNet(cfg.hn).to(device)
     if cfg.init:  # the weights of a saved net, under this run's config (e.g. a new work_size)
-        hn.load_state_dict(load_hiding_net(cfg.init, device).state_dict())
+        init_from(hn, cfg.init, device)
     model = torch.nn.parallel.DistributedDataParallel(hn) if world > 1 else hn
     opt = torch.optim.Adam(hn.parameters(), lr=cfg.lr)
     sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=cfg.plateau_factor, patience=cfg.plateau_patience)
