@@ -125,3 +125,16 @@ def test_train_adds_a_warp_head_to_warp_free_weights(tmp_path):
     hn = load_hiding_net(second / "last.safetensors")
     assert hn.config.warp_px == 2 and hn.config.warp_grid == 8
     assert hn.flow_head.weight.abs().max() > 0  # two Adam steps moved the zero-initialised head
+
+
+def test_param_groups_give_the_warp_head_its_own_step():
+    from facecloak.models.hiding import HidingNet, HidingNetConfig
+    from facecloak.train.loop import param_groups
+
+    warped = HidingNet(HidingNetConfig(width=4, size=64, warp_px=2.0))
+    groups = param_groups(warped, 1e-4, 10.0)
+    assert [g["lr"] for g in groups] == [1e-4, pytest.approx(1e-3)]
+    assert {id(p) for p in groups[1]["params"]} == {id(warped.flow_head.weight), id(warped.flow_head.bias)}
+    assert sum(len(g["params"]) for g in groups) == len(list(warped.parameters()))
+    plain = HidingNet(HidingNetConfig(width=4, size=64))
+    assert [g["lr"] for g in param_groups(plain, 1e-4, 10.0)] == [1e-4]

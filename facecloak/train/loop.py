@@ -51,8 +51,18 @@ class TrainConfig:
     eot: bool = False  # EN sees a randomly blurred / resized / quantised D (train.eot)
     grow_covers: bool = False  # re-list the cover folders every epoch (covers still being generated)
     checkpoint_every: int | None = None  # also validate and checkpoint every N steps (long epochs on a CPU)
+    warp_lr_mult: float = 1.0  # the warp head learns at lr x this (a head added to trained weights starts at zero)
     hn: HidingNetConfig = field(default_factory=HidingNetConfig)
     weights: L.LossWeights = field(default_factory=L.LossWeights)
+
+
+def param_groups(hn: HidingNet, lr: float, warp_lr_mult: float = 1.0) -> list[dict]:
+    """Adam parameter groups: everything at ``lr``, the warp head (if any) at ``lr · warp_lr_mult``.
+    A head added to trained weights starts at zero beside a residual path that already does the
+    job; a larger step lets the loss find out whether moving pixels is cheaper than shading them."""
+    head = [p for n, p in hn.named_parameters() if n.startswith("flow_head.")]
+    rest = [p for n, p in hn.named_parameters() if not n.startswith("flow_head.")]
+    return [{"params": rest, "lr": lr}] + ([{"params": head, "lr": lr * warp_lr_mult}] if head else [])
 
 
 def list_cover_crops(covers: str) -> list[Path]:
@@ -172,7 +182,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
     if cfg.init:  # the weights of a saved net, under this run's config (e.g. a new work_size)
         init_from(hn, cfg.init, device)
     model = torch.nn.parallel.DistributedDataParallel(hn) if world > 1 else hn
-    opt = torch.optim.Adam(hn.parameters(), lr=cfg.lr)
+    opt = torch.optim.Adam(param_groups(hn, cfg.lr, cfg.warp_lr_mult))
     sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=cfg.plateau_factor, patience=cfg.plateau_patience)
     state = {"epoch": 0, "step": 0, "best_val": math.inf, "wall": 0.0}
     last = out / "last.pt"
