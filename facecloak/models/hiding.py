@@ -219,10 +219,15 @@ def load_hiding_net(path, device: str | torch.device = "cpu") -> HidingNet:
     cfg = HidingNetConfig(**json.loads(meta["config"]))
     model = HidingNet(cfg)
     sd = {k: v.float() for k, v in load_file(str(path)).items()}
-    missing, unexpected = model.load_state_dict(sd, strict=False)
-    if missing or unexpected:
-        raise ValueError(f"{path}: weights do not fit the network; missing {missing}, unexpected {unexpected}")
+    _check_fit(path, *model.load_state_dict(sd, strict=False))
     return model.to(device).eval()
+
+
+def _check_fit(path, missing: list[str], unexpected: list[str], may_lack: str | None = None) -> None:
+    """Refuse weights that do not fit the network: any unexpected tensor, or any missing one other
+    than those under the prefix ``may_lack`` (a part the saved network did not have)."""
+    if unexpected or any(not (may_lack and k.startswith(may_lack)) for k in missing):
+        raise ValueError(f"{path}: weights do not fit the network; missing {missing}, unexpected {unexpected}")
 
 
 def init_from(model: HidingNet, path, device: str | torch.device = "cpu") -> HidingNet:
@@ -234,6 +239,5 @@ def init_from(model: HidingNet, path, device: str | torch.device = "cpu") -> Hid
         missing, unexpected = model.load_state_dict(saved, strict=False)
     except RuntimeError as e:  # a tensor of another shape (e.g. another width)
         raise ValueError(f"{path}: weights do not fit the network: {e}") from None
-    if unexpected or any(not k.startswith("flow_head.") for k in missing):
-        raise ValueError(f"{path}: weights do not fit the network; missing {missing}, unexpected {unexpected}")
+    _check_fit(path, missing, unexpected, may_lack="flow_head.")
     return model
