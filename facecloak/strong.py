@@ -106,7 +106,7 @@ _FAST = dict(colour_channels=1, work_size=128, slow_every=2, lr_colour=4 / 255, 
 PRESETS: dict[str, StrongConfig] = {
     "low": StrongConfig(targets=(("arcface_mbf", 0.0),), **_FAST),  # EN only: cheapest
     "medium": StrongConfig(**_FAST),  # EN every step + FaceNet every 2nd step
-    "high": StrongConfig(targets=(("arcface_mbf", -0.05), ("facenet_casia", 0.1)), **{**_FAST, "max_steps": 12, "blend": 0.6}),  # nearer the network's output
+    "high": StrongConfig(targets=(("arcface_mbf", -0.05), ("facenet_casia", 0.1)), **{**_FAST, "max_steps": 12, "blend": 0.5}),  # nearer the network's output
 }
 
 
