@@ -18,7 +18,7 @@ from .registry import LocalSource, ModelNotAvailable, ModelRecord, register
 
 HIDING_FILE = "hiding_net.safetensors"
 BANK_FILE = "fake_bank.safetensors"
-HIDING_SHA256 = "4e074a5afa1319a56f74660893262e09a404d0ce96df0760636c3804a5b29342"  # weights/README.md says how it was trained
+HIDING_SHA256 = "ff4f455159904a0b4eb0427bbf69a9a0826527bb5df1aa76615659c2142a1537"  # weights/README.md says how it was trained
 BANK_SHA256 = "25c6b9784033c42b4221250367b32db82bb8942fc7e2490192bf776aa5feddb4"
 
 
