@@ -10,6 +10,9 @@ one reproducible fake identity per face, saved as 8-bit), then:
 * same-photo ASR per black box: the share of faces whose cosine to their *own original* is below
   the recognizer's threshold, at the best-accuracy and at the FAR-1e-3 threshold read from a
   committed eval report (``--report``), so the figures match that report's protocol;
+* (ORL faces) paper-protocol ASR per black box: the share of the benchmark's genuine pairs
+  (protected probe, *another* photo of the same person) below the best-accuracy threshold, the
+  eval's crop figure for these probes (all 40: the same pairs as the report);
 * CPU seconds per face for the de-identification alone (models already loaded).
 
 Settings that are not presets are measured with ``--variant NAME=JSON`` (repeatable): the
@@ -37,6 +40,7 @@ import torch  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 BLACK_BOXES = ("facenet_casia", "sface", "dlib_resnet")
+PRESET_NAMES = ("low", "medium", "high")
 
 
 def same_photo_asr(cos: np.ndarray, threshold: float) -> float:
@@ -55,6 +59,11 @@ def register_variant(spec: str) -> str:
     fields = {k: tuple(tuple(x) if isinstance(x, list) else x for x in v) if isinstance(v, list) else v for k, v in json.loads(body).items()}
     S.PRESETS[name] = replace(S.PRESETS[fields.pop("base", "medium")], **fields)
     return name
+
+
+def paper_asr(f_probe: np.ndarray, f_gallery: np.ndarray, pairs: list[tuple[int, int]], threshold: float) -> float:
+    """Share of genuine pairs (probe i, gallery j) judged different people: mean(f_i · g_j < t)."""
+    return float(np.mean([f_probe[i] @ f_gallery[j] < threshold for i, j in pairs]))
 
 
 def bit_depth_3(d: np.ndarray) -> np.ndarray:
@@ -101,16 +110,22 @@ def main() -> None:
         bench = B.orl_benchmark(0, "cpu")
         keys = sorted({a for a, _, s in bench.pairs if s} | {k for s in bench.id_sets for k in s})[: args.limit]
         originals = {k: read_rgb(bench.crops[k]) for k in keys}
+        genuine = [(a, b) for a, b, same in bench.pairs if same and a in originals]
+        gallery = sorted({b for _, b in genuine})
+        pairs = [(keys.index(a), gallery.index(b)) for a, b in genuine]
+        g = to_batch([read_rgb(bench.crops[b]) for b in gallery])
     else:
         from facecloak.data.crops import offline_crops
 
         keys = [str(p) for p in random.Random(7).sample(sorted(offline_crops("train").glob("*.png")), args.limit)]
         originals = {k: read_rgb(Path(k)) for k in keys}
+        pairs, g = [], None
     x = to_batch([originals[k] for k in keys])
     ck = build_cloaker(weights=args.weights, device="cpu", config=CloakConfig(seed=0))
     recs = {n: load_recognizer(n, "cpu") for n in BLACK_BOXES}
     with torch.no_grad():
         f_orig = {n: m(x) for n, m in recs.items()}
+        f_gal = {n: torch.cat([m(g[i : i + 16]) for i in range(0, len(g), 16)]).numpy() for n, m in recs.items()} if pairs else {}
 
     rows = []
     for mode, strength in [("fast", "-")] + [("strong", s) for s in names]:
@@ -119,17 +134,20 @@ def main() -> None:
             d = bit_depth_3(d)
         q = _quality(originals, dict(zip(keys, d)))
         row = {"mode": mode, "strength": strength, "cpu_seconds_per_face": round(cpu, 2),
-               "lpips_alex": q["lpips"]["mean"], "psnr": q["psnr"]["mean"], "ssim": q["ssim"]["mean"], "asr_same": {}, "asr_same_far": {}}
+               "lpips_alex": q["lpips"]["mean"], "psnr": q["psnr"]["mean"], "ssim": q["ssim"]["mean"], "asr_same": {}, "asr_same_far": {}, "asr_paper": {}}
         with torch.no_grad():
             dx = to_batch(list(d))
             for n, m in recs.items():
-                cos = (m(dx) * f_orig[n]).sum(1).numpy()
+                f = m(dx)
+                cos = (f * f_orig[n]).sum(1).numpy()
                 row["asr_same"][n] = same_photo_asr(cos, thresholds[n]["best_accuracy"])
+                if pairs:
+                    row["asr_paper"][n] = paper_asr(f.numpy(), f_gal[n], pairs, thresholds[n]["best_accuracy"])
                 row["asr_same_far"][n] = same_photo_asr(cos, thresholds[n]["far_1e-3"])
         rows.append(row)
         print(json.dumps(row), flush=True)
 
-    meta = {"faces": len(keys), "benchmark": ("orl (first %d evaluation probes)" if args.faces == "orl" else "offline training pool (%d faces, seeded sample)") % len(keys), "attack": args.attack, "thresholds_from": str(args.report.resolve().relative_to(ROOT)),
+    meta = {"faces": len(keys), "genuine_pairs": len(pairs), "benchmark": ("orl (first %d evaluation probes)" if args.faces == "orl" else "offline training pool (%d faces, seeded sample)") % len(keys), "attack": args.attack, "thresholds_from": str(args.report.resolve().relative_to(ROOT)),
             "note": "same-photo ASR: each protected face against its own original; FaceNet is a surrogate of medium/high, SFace and dlib are held out"}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.with_suffix(".json").write_text(json.dumps({**meta, "rows": rows}, indent=2))
@@ -145,10 +163,14 @@ def plot(rows: list[dict], path: Path, meta: dict) -> None:
     fig, axes = plt.subplots(1, len(BLACK_BOXES), figsize=(4 * len(BLACK_BOXES), 3.6), sharey=True)
     for ax, n in zip(axes, BLACK_BOXES):
         for key, style in (("asr_same", "o-"), ("asr_same_far", "s--")):
-            strong = [r for r in rows if r["mode"] == "strong"]
-            ax.plot([r["lpips_alex"] for r in strong], [r[key][n] for r in strong], style, label=f"strong, {'best accuracy' if key == 'asr_same' else 'FAR 1e-3'}")
+            strong = [r for r in rows if r["mode"] == "strong" and r["strength"] in PRESET_NAMES]  # the presets as a curve
+            line, = ax.plot([r["lpips_alex"] for r in strong], [r[key][n] for r in strong], style, label=f"strong, {'best accuracy' if key == 'asr_same' else 'FAR 1e-3'}")
             for r in strong:
                 ax.annotate(r["strength"], (r["lpips_alex"], r[key][n]), textcoords="offset points", xytext=(4, 4), fontsize=8)
+            if key == "asr_same":  # variants (trials) as loose points, best-accuracy only
+                for r in (r for r in rows if r["mode"] == "strong" and r["strength"] not in PRESET_NAMES):
+                    ax.plot([r["lpips_alex"]], [r[key][n]], "o", mfc="none", color=line.get_color(), ms=5)
+                    ax.annotate(r["strength"], (r["lpips_alex"], r[key][n]), textcoords="offset points", xytext=(3, -9), fontsize=6, color="dimgrey")
             fast = next(r for r in rows if r["mode"] == "fast")
             ax.plot([fast["lpips_alex"]], [fast[key][n]], "x" if key == "asr_same" else "+", color="grey", ms=8, label=f"fast, {'best accuracy' if key == 'asr_same' else 'FAR 1e-3'}")
         ax.axvline(0.05, color="red", lw=0.8, ls=":")

@@ -26,6 +26,11 @@ from .align import CANONICAL_256, invert_affine, warp_face
 FAST_SCALES = {"low": 0.75, "medium": 1.0, "high": 1.25}
 
 
+def _resized(model, size: int):
+    """``model`` fed ``size``-px crops when it supports it (``at_size``) and size is set; else itself."""
+    return model.at_size(size) if size and hasattr(model, "at_size") else model
+
+
 def scale_residual(cover: torch.Tensor, deid: torch.Tensor, s: float) -> torch.Tensor:
     """D_s = clamp(C + s (D - C), 0, 1): the network's change made weaker (s < 1) or stronger (s > 1)."""
     return deid if s == 1.0 else (cover + s * (deid - cover)).clamp(0, 1)
@@ -184,8 +189,8 @@ class Cloaker:
         if self._strong is None:
             from .pretrained import load_recognizer
 
-            targets = dict(self._strong_config().targets)
-            self._strong = {n: (self.en if n == "arcface_mbf" else load_recognizer(n, self.device), t) for n, t in targets.items()}
+            cfg = self._strong_config()
+            self._strong = {n: (self.en if n == "arcface_mbf" else _resized(load_recognizer(n, self.device), cfg.slow_size), t) for n, t in cfg.targets}
             # Channels-last weights pick oneDNN's faster convolutions: 16-18 % less CPU per forward +
             # backward of ArcFace and FaceNet (measured on the 2-core box); same outputs up to rounding.
             for model, _ in self._strong.values():

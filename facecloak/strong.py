@@ -65,6 +65,10 @@ class StrongConfig:
         the finished offsets and warp are applied to the full-resolution start once at the end.
     slow_every: surrogates after the first (EN) take part every ``slow_every``-th step only (their
         last cosine counts for stopping in between); 1 = every step.
+    slow_size: side in pixels those surrogates see their face at, where they support it (FaceNet:
+        ``at_size``; 0 = their own, FaceNet's 160). At ``work_size`` 128 FaceNet's 200-px box holds
+        100 px, so 128 costs (128/160)² of the convolutions; but FaceNet at 160 px, as the
+        evaluation runs it, was then fooled less on other photos, so the presets leave it at 0.
     """
 
     blend: float = 0.6
@@ -85,6 +89,7 @@ class StrongConfig:
     colour_channels: int = 3
     work_size: int = 0
     slow_every: int = 1
+    slow_size: int = 0
 
     @property
     def surrogate_names(self) -> tuple[str, ...]:
@@ -101,6 +106,11 @@ class StrongConfig:
 #: .80 to .90 / .90 / .95 (FaceNet / SFace / dlib) while PSNR rose from 28.5 to 32.3 dB and
 #: LPIPS-alex fell from .057 to .040: recognizers read identity from shape, which a fine warp
 #: changes at little pixel cost, while shading offsets cost PSNR and buy little.
+#: Tried for speed, not kept (README "Speed"; ``benchmarks/strong_tradeoff.py`` variants, v0.5
+#: start): at most 6 steps took `high`'s optimisation from 2.1 to 1.3 CPU-s per face and the whole
+#: command from 2.00 to 1.65 s per face, but PSNR fell under 32 dB (31.9) and paper-protocol
+#: FaceNet ASR from .994 to .955; FaceNet at 128 px (``slow_size``) cut as much CPU but fooled
+#: FaceNet at 160 px on other photos less (.93).
 _FAST = dict(colour_channels=1, work_size=128, slow_every=2, lr_colour=4 / 255, lr_flow=0.5, max_steps=10,
              flow_grid=32, max_colour=6 / 255, lam_pix=0.2, blend=0.3)
 PRESETS: dict[str, StrongConfig] = {

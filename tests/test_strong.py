@@ -288,3 +288,28 @@ def test_eval_runs_strong_mode_with_the_default_presets_budget():
 
     cfg = EvalConfig()
     assert cfg.strong_steps is None and cfg.strength == CloakConfig().strength  # None: the preset's own max_steps
+
+
+def test_cloaker_feeds_the_second_surrogate_at_the_presets_size(monkeypatch):
+    """A preset's ``slow_size`` builds FaceNet through ``at_size``; 0 (today's presets) keeps its own
+    size; EN and recognizers without ``at_size`` are used as they are."""
+    from dataclasses import replace
+
+    import facecloak.pretrained as P
+
+    class Sizable(FakeRecognizer):
+        def at_size(self, size):
+            out = Sizable(1)
+            out.size = size
+            return out
+
+    monkeypatch.setattr(P, "load_recognizer", lambda name, device: Sizable(1) if name == "facenet_casia" else FakeRecognizer(2))
+    monkeypatch.setitem(S.PRESETS, "small", replace(S.PRESETS["high"], slow_size=128))
+    for strength, size in (("small", 128), ("high", None), ("medium", None)):
+        ck = tiny_cloaker(mode="strong", strength=strength)
+        sur = ck._surrogates()
+        assert sur["arcface_mbf"][0] is ck.en and getattr(sur["facenet_casia"][0], "size", None) == size
+    from facecloak.cloak import _resized
+
+    plain = FakeRecognizer(0)
+    assert _resized(plain, 128) is plain and _resized(Sizable(0), 0).__class__ is Sizable

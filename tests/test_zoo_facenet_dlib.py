@@ -185,3 +185,22 @@ def test_dlib_separates_identities(faces):
     assert _auc(emb, labels) > 0.99
     ob, bi = emb[labels == "obama"], emb[labels == "biden"]
     assert (ob @ ob.T)[np.triu_indices(len(ob), 1)].min() > (ob @ bi.T).max()
+
+
+@pytest.mark.slow
+def test_facenet_at_128_is_the_same_recognizer(faces):
+    """Strong mode's FaceNet surrogate sees 128-px crops (``at_size``): the weights are shared, and
+    it still tells the evaluation identities apart and embeds each face close to where 160 px does."""
+    from facecloak.zoo.facenet import load_facenet
+
+    rec = load_facenet()
+    small = rec.at_size(128)
+    assert small.net is rec.net and small.size == 128 and rec.at_size(160) is rec
+    x, labels = faces
+    with torch.no_grad():
+        e160 = torch.cat([rec(x[i : i + 16]) for i in range(0, len(x), 16)])
+        e128 = torch.cat([small(x[i : i + 16]) for i in range(0, len(x), 16)])
+    agree = (e160 * e128).sum(1)
+    print(f"cos(160, 128) per face: min {agree.min():.3f}, mean {agree.mean():.3f}; AUC at 128 {_auc(e128.numpy(), labels):.4f}")
+    assert agree.mean() > 0.78
+    assert _auc(e128.numpy(), labels) > 0.98

@@ -173,17 +173,25 @@ class FaceNetRecognizer(Recognizer):
     dim = 512
     differentiable = True
 
-    def __init__(self, net: torch.nn.Module | None = None, box: tuple[float, float, float, float] = FACENET_BOX):
+    def __init__(self, net: torch.nn.Module | None = None, box: tuple[float, float, float, float] = FACENET_BOX, size: int = 160):
         super().__init__()
         from ..models.inception_resnet_v1 import InceptionResnetV1
 
         self.net = net if net is not None else InceptionResnetV1()
-        self.box = box
-        self.register_buffer("theta", box_theta(box, 160), persistent=False)
+        self.box, self.size = box, size
+        self.register_buffer("theta", box_theta(box, size), persistent=False)
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
-        face = recrop(x, self.theta, 160)
+        face = recrop(x, self.theta, self.size)
         return self.net((face * 255.0 - 127.5) / 128.0)
+
+    def at_size(self, size: int) -> "FaceNetRecognizer":
+        """The same network (shared weights) fed ``size`` x ``size`` crops instead of 160 x 160.
+
+        Inception-ResNet-v1 pools globally, so any side >= 75 works; the cost of a forward and
+        backward pass scales with size². Strong mode uses it as a surrogate at 128 px
+        (``StrongConfig.slow_size``); the evaluation always uses 160."""
+        return self if size == self.size else FaceNetRecognizer(self.net, self.box, size).freeze().to(self.theta.device)
 
 
 def load_facenet(device: str | torch.device = "cpu", path: str | Path | None = None) -> FaceNetRecognizer:
