@@ -18,7 +18,7 @@ from .registry import LocalSource, ModelNotAvailable, ModelRecord, register
 
 HIDING_FILE = "hiding_net.safetensors"
 BANK_FILE = "fake_bank.safetensors"
-HIDING_SHA256 = "ff4f455159904a0b4eb0427bbf69a9a0826527bb5df1aa76615659c2142a1537"  # weights/README.md says how it was trained
+HIDING_SHA256 = "bfc1bd44eab733bb9a23ad542773ff777ccacc6529378dcaef6605e47e94f273"  # weights/README.md says how it was trained
 BANK_SHA256 = "25c6b9784033c42b4221250367b32db82bb8942fc7e2490192bf776aa5feddb4"
 
 
