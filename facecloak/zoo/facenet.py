@@ -189,8 +189,8 @@ class FaceNetRecognizer(Recognizer):
         """The same network (shared weights) fed ``size`` x ``size`` crops instead of 160 x 160.
 
         Inception-ResNet-v1 pools globally, so any side >= 75 works; the cost of a forward and
-        backward pass scales with size². Strong mode uses it as a surrogate at 128 px
-        (``StrongConfig.slow_size``); the evaluation always uses 160."""
+        backward pass scales with size². Strong mode can use it as a cheaper surrogate
+        (``StrongConfig.slow_size``; the presets keep 160); the evaluation always uses 160."""
         return self if size == self.size else FaceNetRecognizer(self.net, self.box, size).freeze().to(self.theta.device)
 
 
