@@ -169,6 +169,19 @@ def test_ssim_matches_skimage():
         assert metrics.ssim(a, b) == pytest.approx(ref, abs=1e-10)
         ta = torch.from_numpy(a).permute(2, 0, 1)[None].double() / 255
         tb = torch.from_numpy(b).permute(2, 0, 1)[None].double() / 255
+
+def test_ssim_map_locates_the_change_and_averages_to_ssim():
+    a = _smooth_image(2, 64)
+    b = a.copy()
+    b[40:50, 40:50] = 255 - b[40:50, 40:50]  # one changed patch, bottom right
+    m = metrics.ssim_map(a, b)
+    assert m.shape == (64 - 10, 64 - 10)
+    assert m.mean() == pytest.approx(metrics.ssim(a, b), abs=1e-12)
+    # map position (i, j) is the window centred on pixel (i + 5, j + 5): far from the patch SSIM is 1
+    assert np.allclose(m[:20, :20], 1.0) and m[35:45, 35:45].min() < 0.5
+    with pytest.raises(ValueError, match="shape mismatch"):
+        metrics.ssim_map(a, b[:-1])
+
         assert float(metrics.ssim_torch(ta, tb)) == pytest.approx(ref, abs=1e-9)
 
 

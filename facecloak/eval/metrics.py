@@ -46,14 +46,29 @@ def _filter_valid(x: np.ndarray, w: np.ndarray) -> np.ndarray:
     return sum(w[k] * rows[:, k : rows.shape[1] - n + 1 + k] for k in range(n))
 
 
-def _ssim_channel(a: np.ndarray, b: np.ndarray, w: np.ndarray, data_range: float) -> float:
+def _ssim_channel(a: np.ndarray, b: np.ndarray, w: np.ndarray, data_range: float) -> np.ndarray:
     c1, c2 = (K1 * data_range) ** 2, (K2 * data_range) ** 2
     mu_a, mu_b = _filter_valid(a, w), _filter_valid(b, w)
     var_a = _filter_valid(a * a, w) - mu_a**2
     var_b = _filter_valid(b * b, w) - mu_b**2
     cov = _filter_valid(a * b, w) - mu_a * mu_b
-    s = ((2 * mu_a * mu_b + c1) * (2 * cov + c2)) / ((mu_a**2 + mu_b**2 + c1) * (var_a + var_b + c2))
-    return float(s.mean())
+    return ((2 * mu_a * mu_b + c1) * (2 * cov + c2)) / ((mu_a**2 + mu_b**2 + c1) * (var_a + var_b + c2))
+
+
+def ssim_map(a: np.ndarray, b: np.ndarray, data_range: float = 255.0) -> np.ndarray:
+    """The per-position SSIM of :func:`ssim` (its formula), averaged over the channels: an
+    (H − 10) x (W − 10) array ('valid' positions of the 11x11 window) whose mean is ``ssim(a, b)``.
+    Shows *where* two images differ in SSIM's sense (``benchmarks/ssim_map.py``)."""
+    a = np.asarray(a, dtype=np.float64)
+    b = np.asarray(b, dtype=np.float64)
+    if a.shape != b.shape:
+        raise ValueError(f"shape mismatch: {a.shape} vs {b.shape}")
+    if a.ndim == 2:
+        a, b = a[..., None], b[..., None]
+    w = gaussian_window()
+    if min(a.shape[:2]) < w.size:
+        raise ValueError(f"images must be at least {w.size}x{w.size} for SSIM")
+    return np.mean([_ssim_channel(a[..., c], b[..., c], w, data_range) for c in range(a.shape[2])], axis=0)
 
 
 def ssim(a: np.ndarray, b: np.ndarray, data_range: float = 255.0) -> float:
@@ -70,16 +85,7 @@ def ssim(a: np.ndarray, b: np.ndarray, data_range: float = 255.0) -> float:
     use_sample_covariance=False, channel_axis=-1, data_range=255)``.
     Accepts HxW or HxWxC arrays.
     """
-    a = np.asarray(a, dtype=np.float64)
-    b = np.asarray(b, dtype=np.float64)
-    if a.shape != b.shape:
-        raise ValueError(f"shape mismatch: {a.shape} vs {b.shape}")
-    if a.ndim == 2:
-        a, b = a[..., None], b[..., None]
-    w = gaussian_window()
-    if min(a.shape[:2]) < w.size:
-        raise ValueError(f"images must be at least {w.size}x{w.size} for SSIM")
-    return float(np.mean([_ssim_channel(a[..., c], b[..., c], w, data_range) for c in range(a.shape[2])]))
+    return float(ssim_map(a, b, data_range).mean())
 
 
 def ssim_torch(a: torch.Tensor, b: torch.Tensor, data_range: float = 1.0) -> torch.Tensor:
