@@ -169,6 +169,8 @@ def test_ssim_matches_skimage():
         assert metrics.ssim(a, b) == pytest.approx(ref, abs=1e-10)
         ta = torch.from_numpy(a).permute(2, 0, 1)[None].double() / 255
         tb = torch.from_numpy(b).permute(2, 0, 1)[None].double() / 255
+        assert float(metrics.ssim_torch(ta, tb)) == pytest.approx(ref, abs=1e-9)
+
 
 def test_ssim_map_locates_the_change_and_averages_to_ssim():
     a = _smooth_image(2, 64)
@@ -181,8 +183,6 @@ def test_ssim_map_locates_the_change_and_averages_to_ssim():
     assert np.allclose(m[:20, :20], 1.0) and m[35:45, 35:45].min() < 0.5
     with pytest.raises(ValueError, match="shape mismatch"):
         metrics.ssim_map(a, b[:-1])
-
-        assert float(metrics.ssim_torch(ta, tb)) == pytest.approx(ref, abs=1e-9)
 
 
 def test_summarise():
