@@ -25,9 +25,10 @@ import numpy as np  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 CENTRE, AXES = (128.0, 150.0), (70.0, 90.0)
+BORDER = 5  # the SSIM window's radius: map position (i, j) is pixel (i + 5, j + 5)
 
 
-def interior_mask(size: int = 256, border: int = 5) -> np.ndarray:
+def interior_mask(size: int = 256, border: int = BORDER) -> np.ndarray:
     """Boolean mask over the SSIM map's positions (pixel = position + ``border``) inside the ellipse
     ((x − 128) / 70)² + ((y − 150) / 90)² < 1."""
     yy, xx = np.mgrid[border : size - border, border : size - border]
@@ -57,16 +58,13 @@ def main() -> None:
     from matplotlib.patches import Ellipse
 
     from facecloak.cloak import CloakConfig
-    from facecloak.eval import benchmark as B
     from facecloak.eval.metrics import ssim_map
     from facecloak.eval.runner import to_batch
     from facecloak.pretrained import build_cloaker
-    from facecloak.train.data import read_rgb
 
     names = [n for n in args.strengths.split(",") if n] + [T.register_variant(v) for v in args.variant]
-    bench = B.orl_benchmark(0, "cpu")
-    keys = sorted({a for a, _, s in bench.pairs if s} | {k for s in bench.id_sets for k in s})[: args.limit]
-    orig = [read_rgb(bench.crops[k]) for k in keys]
+    _, keys, originals = T.orl_probes(args.limit)
+    orig = [originals[k] for k in keys]
     x = to_batch(orig)
     ck = build_cloaker(device="cpu", config=CloakConfig(seed=0))
     mask = interior_mask()
@@ -81,7 +79,7 @@ def main() -> None:
     fig, axes = plt.subplots(1, len(maps), figsize=(3.2 * len(maps), 3.6))
     for ax, (label, m), row in zip(np.atleast_1d(axes), maps.items(), rows):
         ax.imshow(m, cmap="gray", vmin=0.5, vmax=1.0)
-        ax.add_patch(Ellipse((CENTRE[0] - 5, CENTRE[1] - 5), 2 * AXES[0], 2 * AXES[1], fill=False, color="tab:red", lw=1))
+        ax.add_patch(Ellipse((CENTRE[0] - BORDER, CENTRE[1] - BORDER), 2 * AXES[0], 2 * AXES[1], fill=False, color="tab:red", lw=1))
         ax.set_title(f"{label}\nSSIM {row['ssim']:.3f}: face {row['interior']:.3f}, rest {row['rest']:.3f}", fontsize=8)
         ax.axis("off")
     fig.suptitle(f"mean SSIM map over {len(keys)} ORL probes (dark = lost; grey scale 0.5-1)", fontsize=9)

@@ -66,6 +66,17 @@ def paper_asr(f_probe: np.ndarray, f_gallery: np.ndarray, pairs: list[tuple[int,
     return float(np.mean([f_probe[i] @ f_gallery[j] < threshold for i, j in pairs]))
 
 
+def orl_probes(limit: int):
+    """The ORL benchmark and its first ``limit`` evaluation probes (the faces ``facecloak eval``
+    de-identifies), with their original crops: (bench, keys, {key: HxWx3 uint8})."""
+    from facecloak.eval import benchmark as B
+    from facecloak.train.data import read_rgb
+
+    bench = B.orl_benchmark(0, "cpu")
+    keys = sorted({a for a, _, s in bench.pairs if s} | {k for s in bench.id_sets for k in s})[:limit]
+    return bench, keys, {k: read_rgb(bench.crops[k]) for k in keys}
+
+
 def bit_depth_3(d: np.ndarray) -> np.ndarray:
     """8-bit images reduced to 3 bits per channel and back: round(x/255 · 7) / 7 · 255."""
     return (np.round(d / 255 * 7) / 7 * 255).round().astype(np.uint8)
@@ -100,16 +111,13 @@ def main() -> None:
     names = [n for n in args.strengths.split(",") if n] + [register_variant(v) for v in args.variant]
 
     from facecloak.cloak import CloakConfig
-    from facecloak.eval import benchmark as B
     from facecloak.eval.runner import _quality, to_batch
     from facecloak.pretrained import build_cloaker, load_recognizer
     from facecloak.train.data import read_rgb
 
     thresholds = json.loads(args.report.read_text())["thresholds"]
     if args.faces == "orl":
-        bench = B.orl_benchmark(0, "cpu")
-        keys = sorted({a for a, _, s in bench.pairs if s} | {k for s in bench.id_sets for k in s})[: args.limit]
-        originals = {k: read_rgb(bench.crops[k]) for k in keys}
+        bench, keys, originals = orl_probes(args.limit)
         genuine = [(a, b) for a, b, same in bench.pairs if same and a in originals]
         gallery = sorted({b for _, b in genuine})
         pairs = [(keys.index(a), gallery.index(b)) for a, b in genuine]
