@@ -1,4 +1,4 @@
-"""Face detection (RetinaFace mobile0.25 through facexlib), alignment and crop caching.
+"""Face detection (facexlib's RetinaFace mobile0.25), alignment and crop caching.
 
 Coordinates are always in the pixels of the image the caller passed in. Landmark order:
 left eye, right eye, nose tip, left mouth corner, right mouth corner (image left/right), the
@@ -284,14 +284,15 @@ def _rescale(d: np.ndarray, sx: float, sy: float) -> np.ndarray:
 
 
 def load_retinaface(device: str = "cpu", weights: str | Path | None = None):
-    """facexlib's RetinaFace mobile0.25 with the registry weights, loaded strictly, no download."""
+    """RetinaFace mobile0.25 in facexlib's layout (:mod:`facecloak.models.retinaface`, which skips
+    facexlib's 4-s torchvision import) with the registry weights, loaded strictly, no download."""
     import torch
-    from facexlib.detection.retinaface import RetinaFace
 
+    from .models.retinaface import RetinaFaceMobile
     from .zoo.registry import resolve
 
     path = resolve("retinaface_mobile0.25", path=weights)
-    net = RetinaFace(network_name="mobile0.25", half=False, device=device)
+    net = RetinaFaceMobile()
     state = torch.load(path, map_location="cpu", weights_only=True)
     state = {k.removeprefix("module."): v for k, v in state.items()}
     net.load_state_dict(state, strict=True)

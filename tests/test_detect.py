@@ -87,9 +87,12 @@ def test_converted_weights_match_onnxruntime(tmp_path, photos, detector):
     assert np.abs(conf.numpy() - r_conf).max() < 1e-5
     assert np.abs(lms.numpy() - r_lms).max() < 1e-4
 
-    # Same detections from the ONNX outputs decoded with the same priors.
-    priors = PriorBox(detector.net.cfg, image_size=img.shape[:2]).forward()
-    var = detector.net.cfg["variance"]
+    # Same detections from the ONNX outputs decoded with facexlib's own priors.
+    from facexlib.detection.retinaface import generate_config
+
+    cfg = generate_config("mobile0.25")
+    priors = PriorBox(cfg, image_size=img.shape[:2]).forward()
+    var = cfg["variance"]
     h, w = img.shape[:2]
     keep = r_conf[0, :, 1] > 0.9
     boxes = decode(torch.from_numpy(r_loc[0]), priors, var).numpy()[keep] * [w, h, w, h]
@@ -100,6 +103,29 @@ def test_converted_weights_match_onnxruntime(tmp_path, photos, detector):
         j = np.abs(boxes - f.box).max(1).argmin()
         assert np.abs(boxes[j] - f.box).max() < 0.01
         assert np.abs(lmk[j].reshape(5, 2) - f.landmarks).max() < 0.01
+
+
+@pytest.mark.slow
+def test_own_network_matches_facexlib_and_skips_torchvision(detector, photos):
+    """Our RetinaFaceMobile is facexlib's network: same state-dict keys (strict load) and the same
+    outputs on real photos with the same weights; and loading the detector imports no torchvision."""
+    import subprocess
+    import sys
+
+    from facexlib.detection.retinaface import RetinaFace
+
+    ref = RetinaFace(network_name="mobile0.25", device="cpu")
+    ref.load_state_dict(detector.net.state_dict(), strict=True)
+    for name in ("astronaut", "t1"):
+        x = torch.from_numpy((photos[name][..., ::-1].astype(np.float32) - BGR_MEAN).transpose(2, 0, 1).copy())[None]
+        with torch.no_grad():
+            ours, theirs = detector.net(x), ref.eval()(x)
+        for a, b in zip(ours, theirs):
+            assert a.shape == b.shape
+            assert (a - b).abs().max().item() < 1e-5
+    code = "import sys; from facecloak.detect import FaceDetector; FaceDetector('cpu'); print('torchvision' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"
 
 
 @pytest.mark.slow
