@@ -2,9 +2,10 @@
 
 Run: python benchmarks/figure_examples.py [--out benchmarks/results/examples_before_after.png]
 
-Each row is one face of ``examples/``: the original, fast mode and strong mode, cropped around
-the detected face at 2x; under each protected crop, the black-box verdicts of ``--verify``
-(cos to the original and whether it still matches at the shipped threshold).
+Each row is one face of ``examples/``: the original, fast mode and strong mode (`medium`, as
+`--mode strong --verify` runs it: faces a black box still matches are retried, marked
+"retried"), cropped around the detected face at 2x; under each protected crop, the black-box
+verdicts of ``--verify`` (cos to the original and whether it still matches at the shipped threshold).
 """
 from __future__ import annotations
 
@@ -41,6 +42,7 @@ def main() -> None:
     from facecloak.cloak import CloakConfig, Cloaker
     from facecloak.imageio import load_image
 
+    # two_faces.jpg is the other two examples side by side: the same rows again
     photos = [p for p in sorted((ROOT / "examples").glob("*.jpg")) if p.name != "two_faces.jpg"]
     cloakers = {m: Cloaker.from_pretrained(device=args.device, config=CloakConfig(mode=m), verify=True) for m in ("fast", "strong")}
     rows, log = [], []
@@ -49,10 +51,13 @@ def main() -> None:
         res = {m: c.protect(rgb) for m, c in cloakers.items()}
         for k, face in enumerate(res["fast"].faces):
             cells = [face_crop(rgb, face.box)] + [face_crop(res[m].rgb, face.box) for m in ("fast", "strong")]
-            notes = ["original", f"fast  {res['fast'].faces[k].psnr or 0:.1f} dB", f"strong  {res['strong'].faces[k].psnr or 0:.1f} dB"]
+            strong = res["strong"].faces[k]
+            notes = ["original", f"fast  {res['fast'].faces[k].psnr or 0:.1f} dB",
+                     f"strong  {strong.psnr or 0:.1f} dB{'  (retried)' if strong.retried else ''}"]
             verdicts = ["", verdict(res["fast"].faces[k]), verdict(res["strong"].faces[k])]
             rows.append((cells, notes, verdicts))
-            log.append({"photo": p.name, "face": k, **{m: {"psnr": res[m].faces[k].psnr, "verify": res[m].faces[k].verify} for m in res}})
+            log.append({"photo": p.name, "face": k, **{m: {"psnr": res[m].faces[k].psnr, "retried": res[m].faces[k].retried,
+                                                            "verify": res[m].faces[k].verify} for m in res}})
     line = 14
     sheet = Image.new("RGB", (3 * CELL, len(rows) * (CELL + 3 * line)), "white")
     draw = ImageDraw.Draw(sheet)

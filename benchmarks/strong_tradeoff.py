@@ -85,7 +85,6 @@ def bit_depth_3(d: np.ndarray) -> np.ndarray:
 def protect(ck, x: torch.Tensor, keys: list[str], mode: str, strength: str, seed: int = 0) -> tuple[np.ndarray, float]:
     """8-bit de-identified crops for ``x`` in ``mode``/``strength``, and the CPU seconds per face."""
     ck.cfg.mode, ck.cfg.strength, ck.cfg.strong_steps = mode, strength, None
-    ck._strong = None  # each preset has its own surrogates and targets
     t = time.process_time()
     outs = []
     for i in range(0, len(keys), ck.cfg.batch_size):

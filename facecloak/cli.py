@@ -151,6 +151,7 @@ def protect(
     aligned: Annotated[bool, typer.Option("--aligned", help="Inputs are already 256x256 aligned face crops.")] = False,
     keep_metadata: Annotated[bool, typer.Option("--keep-metadata", help="Keep EXIF/XMP (GPS, maker notes, face regions are stripped by default).")] = False,
     verify: Annotated[bool, typer.Option("--verify", help="Check each face with black-box recognizers (FaceNet, SFace, dlib).")] = False,
+    retry: Annotated[bool, typer.Option("--retry/--no-retry", help="Strong mode with --verify: protect a face a black box still matches once more, with a stronger, more visible edit.")] = True,
     report: Annotated[Optional[Path], typer.Option("--report", help="Write a JSON record per image and face.")] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Photos processed together.")] = 4,
     weights: Annotated[Optional[str], typer.Option("--weights", help="Hiding-network .safetensors (default: weights/ shipped with facecloak).")] = None,
@@ -203,7 +204,7 @@ def protect(
         jobs = _plan_uris(paths, out, opts, ray_opts) if _uses_uris(paths, out) else plan(paths, opts)
     except PlanError as e:
         raise UserError(str(e))
-    config = CloakConfig(mode=mode, strength=strength, min_face=min_face, seed=seed)
+    config = CloakConfig(mode=mode, strength=strength, min_face=min_face, seed=seed, verify_retry=retry)
     if ray_opts is not None:
         summary = _run_on_ray(dict(weights=weights, hf_repo=hf_repo, device=device, config=config, verify=verify, bank=bank), jobs, opts, ray_opts, quiet)
     else:
@@ -215,7 +216,7 @@ def protect(
         summary = _run_with_progress(functools.partial(run, cloaker), jobs, opts, quiet)
         summary.warnings += [f"--verify: {name} could not be loaded and did not check any face: {why}"
                              for name, why in getattr(cloaker, "unavailable_verifiers", {}).items()]
-    summary.mode, summary.strength, summary.verified, summary.strict = mode, strength, verify, strict
+    summary.mode, summary.strength, summary.verified, summary.strict, summary.retry = mode, strength, verify, strict, retry
     if report:
         write_report(summary, report)
     if not quiet:
@@ -374,8 +375,12 @@ def _print_summary(summary) -> None:
     colour = "yellow" if left else "green"
     console.print(f"[{colour}]faces: {summary.faces_found} found, {summary.faces} protected, "
                   f"{sum(left.values())} left unprotected{f' ({why})' if why else ''}[/]")
+    if summary.retried:
+        console.print(f"{summary.retried} face(s) still recognised after the first pass were protected again with "
+                      "strong mode's --verify retry (a stronger, more visible edit)")
     if summary.still_recognised:
-        console.print(f"[yellow]{summary.still_recognised} face(s) are still recognised by a black-box recognizer; {stronger_advice(summary.mode, summary.strength)}[/]")
+        console.print(f"[yellow]{summary.still_recognised} face(s) are still recognised by a black-box recognizer; "
+                      f"{stronger_advice(summary.mode, summary.strength, summary.retry)}[/]")
     for w in summary.warnings:
         console.print(f"[yellow]warning:[/] {w}")
     if summary.caveat:

@@ -48,6 +48,8 @@ class CloakConfig:
     min_face: faces whose eye distance is below this many pixels are reported, not changed.
     far_cos: a fake identity must have cos < far_cos to the face's own EN feature.
     seed: fixes the fake identities (per photo content and face index), for reproducible runs.
+    verify_retry: strong mode with verifiers (``--verify``): a face that a black box still matches
+        is optimised once more, alone, with ``facecloak.strong.RETRY`` (more visible change).
     """
 
     mode: str = "fast"
@@ -58,6 +60,7 @@ class CloakConfig:
     seed: int = 0
     batch_size: int = 8
     feather: float = 0.12  # fraction of the crop used to fade the mask in
+    verify_retry: bool = True
 
 
 @dataclass
@@ -70,6 +73,7 @@ class FaceRecord:
     psnr: float | None = None
     strong_steps: int | None = None  # optimisation steps this face took in strong mode
     verify: dict = field(default_factory=dict)
+    retried: bool = False  # strong mode + --verify: optimised again with strong.RETRY after a black box matched it
 
 
 @dataclass
@@ -150,7 +154,7 @@ class Cloaker:
         self.verifiers = verifiers or {}
         self.device = torch.device(device)
         self.mask = face_mask(256, self.cfg.feather)
-        self._strong = None  # strong mode's surrogates (name -> (recognizer, target)), loaded on first use
+        self._models: dict = {}  # strong mode's surrogate recognizers by name, loaded on first use
         self.last_strong_steps: list[int] = []
 
     @classmethod
@@ -183,19 +187,20 @@ class Cloaker:
 
         return preset(self.cfg.strength, self.cfg.strong_steps)
 
-    def _surrogates(self) -> dict:
-        """Strong mode's surrogate recognizers with their targets: EN (this cloaker's own) and the
-        preset's other ones, loaded once; SFace and dlib are never among them."""
-        if self._strong is None:
-            from .pretrained import load_recognizer
+    def _surrogates(self, cfg=None) -> dict:
+        """Strong mode's surrogate recognizers with the targets of ``cfg`` (default: the preset):
+        EN (this cloaker's own) and the preset's other ones, each loaded once; SFace and dlib are
+        never among them."""
+        from .pretrained import load_recognizer
 
-            cfg = self._strong_config()
-            self._strong = {n: (self.en if n == "arcface_mbf" else _resized(load_recognizer(n, self.device), cfg.slow_size), t) for n, t in cfg.targets}
-            # Channels-last weights pick oneDNN's faster convolutions: 16-18 % less CPU per forward +
-            # backward of ArcFace and FaceNet (measured on the 2-core box); same outputs up to rounding.
-            for model, _ in self._strong.values():
-                model.to(memory_format=torch.channels_last)
-        return self._strong
+        cfg = cfg or self._strong_config()
+        for n, _ in cfg.targets:
+            if (n, cfg.slow_size) not in self._models:
+                model = self.en if n == "arcface_mbf" else _resized(load_recognizer(n, self.device), cfg.slow_size)
+                # Channels-last weights pick oneDNN's faster convolutions: 16-18 % less CPU per forward +
+                # backward of ArcFace and FaceNet (measured on the 2-core box); same outputs up to rounding.
+                self._models[n, cfg.slow_size] = model.to(memory_format=torch.channels_last)
+        return {n: (self._models[n, cfg.slow_size], t) for n, t in cfg.targets}
 
     def _choose(self, cover: torch.Tensor, cands: list[int]) -> int:
         """Index into ``cands`` of the fake identity whose starting point leaves the face furthest."""
@@ -204,8 +209,9 @@ class Cloaker:
         c = cover[None].to(self.device)
         return int(choose_identities(c, self.bank[cands][None], self.hn, self._surrogates(), self._strong_config().blend)[0])
 
-    def protect_aligned(self, covers: torch.Tensor, fake_feats: torch.Tensor) -> torch.Tensor:
-        """D for canonical covers (B, 3, 256, 256) in [0, 1]; batched through the network."""
+    def protect_aligned(self, covers: torch.Tensor, fake_feats: torch.Tensor, strong=None) -> torch.Tensor:
+        """D for canonical covers (B, 3, 256, 256) in [0, 1]; batched through the network.
+        ``strong``: a ``StrongConfig`` in place of the preset (strong mode only)."""
         outs = []
         self.last_strong_steps = []
         for i in range(0, covers.shape[0], self.cfg.batch_size):
@@ -214,18 +220,18 @@ class Cloaker:
             with torch.no_grad(), torch.autocast("cuda", torch.float16, enabled=self.device.type == "cuda"):
                 d = self.hn(c, f).float()
             if self.cfg.mode == "strong":
-                d = self._strong_refine(c, d, f)
+                d = self._strong_refine(c, d, f, strong)
             else:
                 d = scale_residual(c, d, FAST_SCALES[self.cfg.strength])
             outs.append(d.cpu())
         return torch.cat(outs) if outs else covers.new_zeros(0, 3, 256, 256)
 
-    def _strong_refine(self, c: torch.Tensor, d: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
+    def _strong_refine(self, c: torch.Tensor, d: torch.Tensor, f: torch.Tensor, cfg=None) -> torch.Tensor:
         """Strong mode on one batch: optimise from D0 = C + β (D − C), every face stopping on its own."""
         from .strong import optimise
 
-        cfg = self._strong_config()
-        res = optimise(c, c + cfg.blend * (d - c), f, self._surrogates(), cfg, seed=self.cfg.seed)
+        cfg = cfg or self._strong_config()
+        res = optimise(c, c + cfg.blend * (d - c), f, self._surrogates(cfg), cfg, seed=self.cfg.seed)
         self.last_strong_steps += res.steps
         return res.deid
 
@@ -255,17 +261,10 @@ class Cloaker:
             return results
         covers = torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2).float() / 255
         fake, ids = self.identities_for(covers, rngs, [i for i, _, _ in where])
-        deid = self.protect_aligned(covers, fake)
+        deid = self._deidentify(covers, fake, ids, [records[i][j] for i, j, _ in where])
         delta = ((deid - covers) * 255).permute(0, 2, 3, 1).numpy()
-        for k, (i, j, m) in enumerate(where):
+        for k, (i, _, m) in enumerate(where):
             results[i].rgb = paste_delta(results[i].rgb, delta[k], m, self.mask)
-            rec = records[i][j]
-            rec.identity = int(ids[k])
-            rec.psnr = float(_psnr(covers[k], deid[k]))
-        for k, (i, j, _) in enumerate(where):
-            records[i][j].strong_steps = self.last_strong_steps[k] if self.last_strong_steps else None
-        if self.verifiers:
-            self._verify(covers, deid, [records[i][j] for i, j, _ in where])
         return results
 
     def protect_crops(self, crops: list[np.ndarray]) -> list[CloakResult]:
@@ -273,17 +272,33 @@ class Cloaker:
         covers = torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2).float() / 255
         rngs = [photo_rng(c, self.cfg.seed) for c in crops]
         fake, ids = self.identities_for(covers, rngs, list(range(len(crops))))
-        deid = self.protect_aligned(covers, fake)
-        out = (deid * 255).round().clamp(0, 255).byte().permute(0, 2, 3, 1).numpy()
         lm = CANONICAL_256.round(2).tolist()
-        recs = [
-            FaceRecord(box=[0.0, 0.0, 256.0, 256.0], landmarks=lm, score=1.0, status="protected", identity=int(i), psnr=_psnr(c, d),
-                       strong_steps=self.last_strong_steps[k] if self.last_strong_steps else None)
-            for k, (i, c, d) in enumerate(zip(ids, covers, deid))
-        ]
+        recs = [FaceRecord(box=[0.0, 0.0, 256.0, 256.0], landmarks=lm, score=1.0, status="protected") for _ in crops]
+        deid = self._deidentify(covers, fake, ids, recs)
+        out = (deid * 255).round().clamp(0, 255).byte().permute(0, 2, 3, 1).numpy()
+        return [CloakResult(o, [r]) for o, r in zip(out, recs)]
+
+    def _deidentify(self, covers: torch.Tensor, fake: torch.Tensor, ids: list[int], recs: list[FaceRecord]) -> torch.Tensor:
+        """D for each cover, filling each face's record: identity, PSNR, strong-mode steps and, with
+        verifiers, their verdicts. In strong mode with ``verify_retry``, the faces a verifier still
+        matches are optimised once more with ``strong.RETRY`` and verified again."""
+        deid = self.protect_aligned(covers, fake)
+        steps = list(self.last_strong_steps) or [None] * len(recs)
         if self.verifiers:
             self._verify(covers, deid, recs)
-        return [CloakResult(o, [r]) for o, r in zip(out, recs)]
+            again = [k for k, r in enumerate(recs) if any(v["still_matches"] for v in r.verify.values())]
+            if again and self.cfg.mode == "strong" and self.cfg.verify_retry:
+                from .strong import RETRY
+
+                deid[again] = self.protect_aligned(covers[again], fake[again], strong=RETRY)
+                for k, n in zip(again, self.last_strong_steps):
+                    steps[k] = steps[k] + n
+                    recs[k].retried = True
+                self._verify(covers[again], deid[again], [recs[k] for k in again])
+        for k, rec in enumerate(recs):
+            rec.identity, rec.psnr, rec.strong_steps = int(ids[k]), float(_psnr(covers[k], deid[k])), steps[k]
+        self.last_strong_steps = steps if steps[0] is not None else []
+        return deid
 
     def protect(self, image: np.ndarray) -> CloakResult:
         return self.protect_images([image])[0]

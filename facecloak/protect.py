@@ -47,14 +47,16 @@ MATCHABLE_MODES = {
 }
 
 
-def stronger_advice(mode: str, strength: str) -> str:
+def stronger_advice(mode: str, strength: str, retried: bool = True) -> str:
     """What to try when --verify still matches faces: the next step up the ladder
-    fast < fast --strength high < strong < strong --strength high (README, "Fast or strong?")."""
+    fast < fast --strength high < strong (< its --verify retry) (README, "Fast or strong?").
+    In strong mode --verify has already optimised such faces again with its strongest setting
+    (``retried``), so there is nothing stronger to suggest."""
     if mode == "fast":
         return "try --mode strong" if strength == "high" else "try --strength high, or --mode strong"
-    if strength != "high":
-        return "try --strength high"
-    return "strong mode's highest preset was not enough for these faces (README, \"What --verify says\"); do not publish them as protected"
+    if not retried:
+        return "try --strength high" if strength != "high" else "drop --no-retry, so that --verify protects these faces again with its retry"
+    return "even strong mode's --verify retry was not enough for these faces (README, \"What --verify says\"); do not publish them as protected"
 
 
 @dataclass
@@ -82,6 +84,7 @@ class Summary:
     strength: str = "medium"
     verified: bool = False
     strict: bool = False
+    retry: bool = True  # strong mode + --verify: still-matched faces are optimised again (CloakConfig.verify_retry)
     warnings: list[str] = field(default_factory=list)
     engine: str = "local"
 
@@ -111,6 +114,11 @@ class Summary:
         return sum(any(v["still_matches"] for v in f.get("verify", {}).values()) for r in self.records for f in r.faces)
 
     @property
+    def retried(self) -> int:
+        """Faces strong mode optimised a second time because a black box still matched them."""
+        return sum(bool(f.get("retried")) for r in self.records for f in r.faces)
+
+    @property
     def caveat(self) -> str | None:
         return None if self.verified else MATCHABLE_MODES.get(self.mode)
 
@@ -126,7 +134,7 @@ class Summary:
             "faces_found": self.faces_found, "faces_protected": self.faces,
             "faces_left_unprotected": sum(self.unprotected().values()), "unprotected_reasons": self.unprotected(),
             "faces": self.faces, "small_faces": self.small_faces,
-            "still_recognised": self.still_recognised,
+            "still_recognised": self.still_recognised, "retried": self.retried,
             "mode": self.mode, "strength": self.strength, "verify": self.verified, "strict": self.strict,
             "caveat": self.caveat, "warnings": self.warnings,
             "engine": self.engine, "wall_seconds": round(self.wall, 3),

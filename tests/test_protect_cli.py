@@ -329,6 +329,9 @@ def test_advice_for_still_matched_faces_climbs_one_step_at_a_time():
 
     assert stronger_advice("fast", "medium") == "try --strength high, or --mode strong"
     assert stronger_advice("fast", "high") == "try --mode strong"
-    assert stronger_advice("strong", "low") == stronger_advice("strong", "medium") == "try --strength high"
-    top = stronger_advice("strong", "high")
-    assert "--mode strong" not in top and "--strength" not in top and "not enough" in top
+    # strong mode with --verify has already retried such faces with its strongest setting
+    for strength in ("low", "medium", "high"):
+        top = stronger_advice("strong", strength)
+        assert "--mode strong" not in top and "--strength" not in top and "retry was not enough" in top
+    assert stronger_advice("strong", "medium", retried=False) == "try --strength high"
+    assert "--no-retry" in stronger_advice("strong", "high", retried=False)

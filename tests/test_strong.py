@@ -112,6 +112,25 @@ def test_shift_moves_content():
     assert torch.equal(S.shift(x, 1, 0)[0, 0, :, 1:], x[0, 0, :, :-1])
 
 
+def test_similarity_rotates_scales_and_shifts_about_the_centre():
+    x = torch.rand(2, 3, 32, 32, requires_grad=True)
+    assert torch.allclose(S.similarity(x, 0, 1, 0, 0), x, atol=1e-5)
+    assert torch.allclose(S.similarity(x, 0, 1, 3, -2), S.shift(x, 3, -2), atol=1e-5)  # same sign convention
+    (g,) = torch.autograd.grad(S.similarity(x, 3, 1.04, 0.5, 0).sum(), x)
+    assert g.abs().sum() > 0
+
+    def peak(img):
+        return tuple((img[0, 0] == img[0, 0].max()).nonzero()[0].tolist())  # (row, col)
+
+    dot = torch.zeros(1, 1, 65, 41)  # centre (row 32, col 20); a non-square image checks the aspect
+    dot[0, 0, 32, 30] = 1  # 10 px right of the centre
+    assert peak(S.similarity(dot, 90, 1, 0, 0)) == (42, 20)  # a quarter turn: 10 px below it
+    assert peak(S.similarity(dot, 0, 1.5, 0, 0)) == (32, 35)  # scaled 1.5x: 15 px right
+    g = torch.Generator().manual_seed(0)
+    outs = [S.random_transform(x.detach(), g, ("similarity",)) for _ in range(8)]
+    assert all(o.shape == x.shape for o in outs) and any((o - x).abs().max() > 0.05 for o in outs)
+
+
 # ------------------------------------------------------------------ optimisation
 def _surrogates(target=0.0):
     return {"arcface_mbf": (FakeRecognizer(0), target), "other": (FakeRecognizer(1), target)}
@@ -254,10 +273,21 @@ def test_no_held_out_black_box_is_a_surrogate():
 
 
 # ------------------------------------------------------------------ Cloaker integration
-def test_cloaker_strong_mode_records_steps_and_changes_less_than_unbounded():
+def tiny_strong_cloaker(monkeypatch, detector=None, **cfg):
+    """A tiny cloaker in strong mode whose surrogates are tiny random recognizers with targets of
+    −1 (never reached, so every face takes its whole budget)."""
+    from dataclasses import replace
+
+    import facecloak.pretrained as P
+
+    monkeypatch.setattr(P, "load_recognizer", lambda name, device: FakeRecognizer(1))
+    monkeypatch.setitem(S.PRESETS, "medium", replace(S.PRESETS["medium"], targets=(("arcface_mbf", -1.0), ("facenet_casia", -1.0))))
+    return tiny_cloaker(detector, mode="strong", **cfg)
+
+
+def test_cloaker_strong_mode_records_steps_and_changes_less_than_unbounded(monkeypatch):
     det = FixedDetector(default=[landmarks_at(200, 200)])
-    ck = tiny_cloaker(det, mode="strong", strong_steps=2)
-    ck._strong = _surrogates(-1.0)  # tiny surrogates instead of the zoo's
+    ck = tiny_strong_cloaker(monkeypatch, det, strong_steps=2)
     img = np.random.default_rng(0).integers(0, 255, (400, 400, 3), dtype=np.uint8)
     res = ck.protect(img)
     assert res.faces[0].status == "protected" and res.faces[0].strong_steps == 2
@@ -275,11 +305,48 @@ def test_cli_rejects_an_unknown_strength(tmp_path):
     assert r.exit_code == 2 and "--strength must be low, medium or high" in r.output
 
 
-def test_aligned_crops_record_their_strong_steps():
-    ck = tiny_cloaker(mode="strong", strong_steps=2)
-    ck._strong = _surrogates(-1.0)
+def test_aligned_crops_record_their_strong_steps(monkeypatch):
+    ck = tiny_strong_cloaker(monkeypatch, strong_steps=2)
     crops = [np.random.default_rng(s).integers(0, 255, (256, 256, 3), dtype=np.uint8) for s in range(2)]
     assert [r.faces[0].strong_steps for r in ck.protect_crops(crops)] == [2, 2]
+
+
+def test_verify_retries_only_the_faces_a_black_box_still_matches(monkeypatch):
+    """Strong mode + --verify: a face a verifier still matches is optimised again with
+    strong.RETRY (its steps add up, ``retried`` is set, the verdict is re-taken and the output
+    changes); the other faces keep their first result; fast mode and verify_retry=False never retry."""
+    from dataclasses import replace
+
+    monkeypatch.setattr(S, "RETRY", replace(S.PRESETS["high"], targets=(("arcface_mbf", -1.0), ("facenet_casia", -1.0)), max_steps=3, blend=1.0))
+    # Three faces of distinct brightness (means about 0.16, 0.47, 0.78), which protection keeps.
+    crops = [np.random.default_rng(s).integers(80 * s, 80 * s + 80, (256, 256, 3), dtype=np.uint8) for s in range(3)]
+    covers = torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2).float() / 255
+
+    class MatchesFirst(FakeRecognizer):
+        """The dark face and anything made of it embed alike (cos 1); any other original embeds as
+        e2 and its protected copy as e3 (cos 0): only the first face is ever still matched."""
+
+        def forward(self, x):
+            dark = x.flatten(1).mean(1) < 0.3
+            original = torch.stack([(x[i] - covers).abs().flatten(1).mean(1).min() < 1e-6 for i in range(len(x))])
+            return torch.eye(3)[torch.where(dark, 0, torch.where(original, 1, 2))]
+
+    def run(**cfg):
+        ck = tiny_strong_cloaker(monkeypatch, strong_steps=2, **cfg)
+        ck.verifiers = {"bb": (MatchesFirst(), 0.9)}
+        return ck.protect_crops(crops)
+
+    first = tiny_strong_cloaker(monkeypatch, strong_steps=2).protect_crops(crops)
+    res = run()
+    recs = [r.faces[0] for r in res]
+    assert [r.retried for r in recs] == [True, False, False]
+    assert [r.strong_steps for r in recs] == [2 + 3, 2, 2]
+    assert recs[0].verify["bb"]["still_matches"]  # re-verified: this verifier matches it whatever we do
+    assert not np.array_equal(res[0].rgb, first[0].rgb) and np.array_equal(res[1].rgb, first[1].rgb)
+    assert not any(r.faces[0].retried for r in run(verify_retry=False))
+    ck = tiny_cloaker(mode="fast")
+    ck.verifiers = {"bb": (MatchesFirst(), 0.9)}
+    assert not any(r.faces[0].retried for r in ck.protect_crops(crops))
 
 
 def test_eval_runs_strong_mode_with_the_default_presets_budget():

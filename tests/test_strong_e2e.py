@@ -39,3 +39,16 @@ def test_strong_mode_on_a_real_photo_moves_the_face_away_on_its_surrogates():
     ys, xs = np.nonzero(changed)
     eye = np.linalg.norm(lm[1] - lm[0])
     assert changed.any() and np.abs(xs - lm[:, 0].mean()).max() < 4 * eye and np.abs(ys - lm[:, 1].mean()).max() < 4 * eye
+
+
+def test_verify_retry_leaves_grace_hopper_unmatched_by_every_black_box():
+    """`--mode strong --verify` on examples/grace_hopper.jpg: the default preset leaves SFace
+    matching her (README, "What --verify says"), so --verify's retry protects her again, and then
+    no black box (FaceNet, SFace, dlib at their FAR-1e-3 thresholds) matches her own original."""
+    img = np.asarray(Image.open(EXAMPLES / "grace_hopper.jpg").convert("RGB"))
+    ck = Cloaker.from_pretrained(device="cpu", config=CloakConfig(mode="strong", strength="medium"), verify=True)
+    assert set(ck.verifiers) == {"facenet_casia", "sface", "dlib_resnet"}
+    (face,) = ck.protect(img).faces
+    assert face.retried and face.strong_steps > 10  # the preset's 10 steps, then the retry's
+    assert not any(v["still_matches"] for v in face.verify.values()), face.verify
+    assert face.psnr > 26
