@@ -100,30 +100,39 @@ def protect(ck, x: torch.Tensor, keys: list[str], mode: str, strength: str, seed
     return d, (time.process_time() - t) / len(keys)
 
 
-def end_to_end(ck, bench, keys: list[str], originals: dict, mode: str, strength: str, recs: dict, thresholds: dict) -> dict:
+def end_to_end(ck, bench, keys: list[str], originals: dict, runs: list[tuple[str, str]], recs: dict, thresholds: dict) -> dict:
     """Same-photo and paper-protocol ASR of the probes' photos protected as ``facecloak protect
-    --mode MODE --strength STRENGTH`` writes them and re-aligned by the attacker (the eval's e2e
-    protocol: the attacker's crop of the protected photo against its crops of the originals)."""
+    --mode MODE --strength STRENGTH`` writes them, for each (mode, strength) of ``runs``, and
+    re-aligned by the attacker (the eval's e2e protocol: the attacker's crop of the protected photo
+    against its crops of the originals, which are found once for all runs)."""
     from facecloak.cloak import CloakConfig, Cloaker
     from facecloak.eval.e2e import run_e2e
     from facecloak.eval.runner import to_batch
 
     probes = [k for k in keys if k in bench.photos]
     gallery = sorted({b for a, b, s in bench.pairs if s and a in probes} & set(bench.photos))
-    cfg = CloakConfig(mode=mode, strength=strength if mode == "strong" else "medium", seed=0)
-    res = run_e2e(bench.photos, probes, gallery, originals, [mode], lambda m: Cloaker(ck.hn, ck.en, ck.bank, ck.detector, cfg, device=ck.device), ck.detector)
-    views = res.views[f"facecloak_{mode}"]
-    live = sorted(views)
-    genuine = [(a, b) for a, b, same in bench.pairs if same and a in views and b in res.gallery]
-    out = {"e2e_probes": len(live), "e2e_asr_same": {}, "e2e_asr_paper": {}}
+    by_name = {strength if mode == "strong" else mode: mode for mode, strength in runs}
+
+    def make_cloaker(name: str):
+        mode = by_name[name]
+        cfg = CloakConfig(mode=mode, strength=name if mode == "strong" else "medium", seed=0)
+        return Cloaker(ck.hn, ck.en, ck.bank, ck.detector, cfg, device=ck.device)
+
+    res = run_e2e(bench.photos, probes, gallery, originals, list(by_name), make_cloaker, ck.detector)
+    out = {}
     with torch.no_grad():
-        for n, m in recs.items():
-            f_view = dict(zip(live, m(to_batch([views[k] for k in live])).numpy()))
-            gal = sorted({b for _, b in genuine} | set(live))
-            f_gal = dict(zip(gal, torch.cat([m(to_batch([res.gallery[k] for k in gal[i : i + 16]])) for i in range(0, len(gal), 16)]).numpy()))
-            t = thresholds[n]["best_accuracy"]
-            out["e2e_asr_same"][n] = same_photo_asr(np.array([f_view[k] @ f_gal[k] for k in live]), t)
-            out["e2e_asr_paper"][n] = float(np.mean([f_view[a] @ f_gal[b] < t for a, b in genuine]))
+        f_gal = {n: dict(zip(sorted(res.gallery), torch.cat([m(to_batch([res.gallery[k] for k in sorted(res.gallery)[i : i + 16]]))
+                                                              for i in range(0, len(res.gallery), 16)]).numpy())) for n, m in recs.items()}
+        for name in by_name:
+            views = res.views[f"facecloak_{name}"]
+            live = sorted(views)
+            genuine = [(a, b) for a, b, same in bench.pairs if same and a in views and b in res.gallery]
+            row = out[name] = {"e2e_probes": len(live), "e2e_asr_same": {}, "e2e_asr_paper": {}}
+            for n, m in recs.items():
+                f_view = dict(zip(live, m(to_batch([views[k] for k in live])).numpy()))
+                t = thresholds[n]["best_accuracy"]
+                row["e2e_asr_same"][n] = same_photo_asr(np.array([f_view[k] @ f_gal[n][k] for k in live]), t)
+                row["e2e_asr_paper"][n] = float(np.mean([f_view[a] @ f_gal[n][b] < t for a, b in genuine]))
     return out
 
 
@@ -183,10 +192,13 @@ def main() -> None:
                 if pairs:
                     row["asr_paper"][n] = paper_asr(f.numpy(), f_gal[n], pairs, thresholds[n]["best_accuracy"])
                 row["asr_same_far"][n] = same_photo_asr(cos, thresholds[n]["far_1e-3"])
-        if args.e2e and args.faces == "orl":
-            row.update(end_to_end(ck, bench, keys, originals, mode, strength, recs, thresholds))
         rows.append(row)
         print(json.dumps(row), flush=True)
+    if args.e2e and args.faces == "orl":
+        e2e = end_to_end(ck, bench, keys, originals, [(r["mode"], r["strength"]) for r in rows], recs, thresholds)
+        for r in rows:
+            r.update(e2e[r["strength"] if r["mode"] == "strong" else r["mode"]])
+            print(json.dumps({"strength": r["strength"], **{k: v for k, v in r.items() if k.startswith("e2e")}}), flush=True)
 
     meta = {"faces": len(keys), "genuine_pairs": len(pairs), "benchmark": ("orl (first %d evaluation probes)" if args.faces == "orl" else "offline training pool (%d faces, seeded sample)") % len(keys), "attack": args.attack, "thresholds_from": str(args.report.resolve().relative_to(ROOT)),
             "note": "same-photo ASR: each protected face against its own original; FaceNet is a surrogate of medium/high, SFace and dlib are held out"}
