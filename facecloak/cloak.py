@@ -297,7 +297,6 @@ class Cloaker:
                 self._verify(covers[again], deid[again], [recs[k] for k in again])
         for k, rec in enumerate(recs):
             rec.identity, rec.psnr, rec.strong_steps = int(ids[k]), float(_psnr(covers[k], deid[k])), steps[k]
-        self.last_strong_steps = steps if steps[0] is not None else []
         return deid
 
     def protect(self, image: np.ndarray) -> CloakResult:
