@@ -100,18 +100,23 @@ def protect(ck, x: torch.Tensor, keys: list[str], mode: str, strength: str, seed
     return d, (time.process_time() - t) / len(keys)
 
 
+def run_name(mode: str, strength: str) -> str:
+    """A row's name: its strength (preset or variant) in strong mode, else the mode ("fast")."""
+    return strength if mode == "strong" else mode
+
+
 def end_to_end(ck, bench, keys: list[str], originals: dict, runs: list[tuple[str, str]], recs: dict, thresholds: dict) -> dict:
     """Same-photo and paper-protocol ASR of the probes' photos protected as ``facecloak protect
-    --mode MODE --strength STRENGTH`` writes them, for each (mode, strength) of ``runs``, and
-    re-aligned by the attacker (the eval's e2e protocol: the attacker's crop of the protected photo
-    against its crops of the originals, which are found once for all runs)."""
+    --mode MODE --strength STRENGTH`` writes them, for each (mode, strength) of ``runs`` (keyed by
+    ``run_name``), and re-aligned by the attacker (the eval's e2e protocol: the attacker's crop of
+    the protected photo against its crops of the originals, which are found once for all runs)."""
     from facecloak.cloak import CloakConfig, Cloaker
     from facecloak.eval.e2e import run_e2e
     from facecloak.eval.runner import to_batch
 
     probes = [k for k in keys if k in bench.photos]
     gallery = sorted({b for a, b, s in bench.pairs if s and a in probes} & set(bench.photos))
-    by_name = {strength if mode == "strong" else mode: mode for mode, strength in runs}
+    by_name = {run_name(mode, strength): mode for mode, strength in runs}
 
     def make_cloaker(name: str):
         mode = by_name[name]
@@ -133,10 +138,10 @@ def end_to_end(ck, bench, keys: list[str], originals: dict, runs: list[tuple[str
                 t = thresholds[n]["best_accuracy"]
                 row["e2e_asr_same"][n] = same_photo_asr(np.array([f_view[k] @ f_gal[n][k] for k in live]), t)
                 # the protected photo cut where the attacker found the face in the *original* (its
-                # landmarks not re-detected on the protected face): what re-alignment alone changes
+                # landmarks not re-detected on the protected face): what re-alignment alone changes.
+                # Its reference, the original cut there, is the attacker's crop of the original.
                 f_place = m(to_batch([res.same_place[f"facecloak_{name}"][k] for k in live])).numpy()
-                f_ref = m(to_batch([res.reference[k] for k in live])).numpy()
-                row["e2e_asr_same_place"][n] = same_photo_asr((f_place * f_ref).sum(1), t)
+                row["e2e_asr_same_place"][n] = same_photo_asr(np.array([f @ f_gal[n][k] for f, k in zip(f_place, live)]), t)
                 row["e2e_asr_paper"][n] = float(np.mean([f_view[a] @ f_gal[n][b] < t for a, b in genuine]))
     return out
 
@@ -203,7 +208,7 @@ def main() -> None:
     if args.e2e and args.faces == "orl":
         e2e = end_to_end(ck, bench, keys, originals, [(r["mode"], r["strength"]) for r in rows], recs, thresholds)
         for r in rows:
-            r.update(e2e[r["strength"] if r["mode"] == "strong" else r["mode"]])
+            r.update(e2e[run_name(r["mode"], r["strength"])])
             print(json.dumps({"strength": r["strength"], **{k: v for k, v in r.items() if k.startswith("e2e")}}), flush=True)
 
     meta = {"faces": len(keys), "genuine_pairs": len(pairs), "benchmark": ("orl (first %d evaluation probes)" if args.faces == "orl" else "offline training pool (%d faces, seeded sample)") % len(keys), "attack": args.attack, "thresholds_from": str(args.report.resolve().relative_to(ROOT)),
