@@ -285,7 +285,7 @@ def _rescale(d: np.ndarray, sx: float, sy: float) -> np.ndarray:
 
 def load_retinaface(device: str = "cpu", weights: str | Path | None = None):
     """RetinaFace mobile0.25 in facexlib's layout (:mod:`facecloak.models.retinaface`, which skips
-    facexlib's 4-s torchvision import) with the registry weights, loaded strictly, no download."""
+    facexlib's 2–3-s torchvision import) with the registry weights, loaded strictly, no download."""
     import torch
 
     from .models.retinaface import RetinaFaceMobile

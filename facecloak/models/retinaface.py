@@ -1,7 +1,7 @@
 """RetinaFace mobile0.25 in facexlib's layout, without importing facexlib at run time.
 
 facexlib's module imports ``torchvision.models._utils``; that loads all of torchvision, whose
-``ops`` import ``torch._dynamo``: about 4 s of every ``facecloak protect`` start-up on a 2-core
+``ops`` import ``torch._dynamo``: 2.3–3.0 s of every ``facecloak protect`` start-up on a 2-core
 CPU, for a network of 0.4 M parameters. This module builds the same network (biubug6's
 RetinaFace with a MobileNetV1 x0.25 backbone) with the same parameter names, so facexlib's
 ``detection_mobilenet0.25_Final.pth`` loads into it strictly. facexlib stays the reference: the
