@@ -10,6 +10,7 @@ import torch
 from facecloak.align import CANONICAL_256
 from facecloak.detect import Face, FaceDetector, align_faces, detection_scale, prepare_images, to_rgb
 from facecloak.zoo.retinaface import RECORD, onnx_facexlib_prefix
+from reference import reference
 
 BGR_MEAN = np.array([104.0, 117.0, 123.0], np.float32)
 
@@ -66,8 +67,8 @@ def detections(detector, photos) -> dict[str, list[Face]]:
 @pytest.mark.slow
 def test_converted_weights_match_onnxruntime(tmp_path, photos, detector):
     import onnxruntime as ort
-    from facexlib.detection.retinaface_utils import PriorBox, decode, decode_landm
 
+    from facecloak.detect import anchors, decode
     from facecloak.zoo.fetch import fetch_package, find_one
     from facecloak.zoo.registry import sha256_file
     from facecloak.zoo.retinaface import convert_package, read_bytes_literal
@@ -79,7 +80,7 @@ def test_converted_weights_match_onnxruntime(tmp_path, photos, detector):
     sess = ort.InferenceSession(read_bytes_literal(find_one(pkg, "retinaface/weights.py")))
 
     img = photos["t1"]
-    x = torch.from_numpy((img[..., ::-1].astype(np.float32) - BGR_MEAN).transpose(2, 0, 1).copy())[None]
+    x = to_input(img)
     with torch.no_grad():
         loc, conf, lms = detector.net(x)
     r_loc, r_conf, r_lms = sess.run(None, {"input": x.numpy()})
@@ -87,16 +88,11 @@ def test_converted_weights_match_onnxruntime(tmp_path, photos, detector):
     assert np.abs(conf.numpy() - r_conf).max() < 1e-5
     assert np.abs(lms.numpy() - r_lms).max() < 1e-4
 
-    # Same detections from the ONNX outputs decoded with facexlib's own priors.
-    from facexlib.detection.retinaface import generate_config
-
-    cfg = generate_config("mobile0.25")
-    priors = PriorBox(cfg, image_size=img.shape[:2]).forward()
-    var = cfg["variance"]
-    h, w = img.shape[:2]
+    # Same detections from the ONNX outputs decoded with the priors (checked against facexlib's
+    # in test_protect_detect.py).
     keep = r_conf[0, :, 1] > 0.9
-    boxes = decode(torch.from_numpy(r_loc[0]), priors, var).numpy()[keep] * [w, h, w, h]
-    lmk = decode_landm(torch.from_numpy(r_lms[0]), priors, var).numpy()[keep] * ([w, h] * 5)
+    boxes, lmk = decode(r_loc[0], r_lms[0], anchors(*img.shape[:2]))
+    boxes, lmk = boxes[keep], lmk[keep]
     faces = detector.detect(img)
     assert len(faces) == 6
     for f in faces:  # each detection is one of the ONNX candidates (NMS keeps a subset)
@@ -105,44 +101,46 @@ def test_converted_weights_match_onnxruntime(tmp_path, photos, detector):
         assert np.abs(lmk[j].reshape(5, 2) - f.landmarks).max() < 0.01
 
 
+def to_input(rgb: np.ndarray) -> torch.Tensor:
+    """facexlib's RetinaFace input: BGR minus its channel means, (1, 3, H, W)."""
+    return torch.from_numpy((rgb[..., ::-1].astype(np.float32) - BGR_MEAN).transpose(2, 0, 1).copy())[None]
+
+
 @pytest.mark.slow
-def test_own_network_matches_facexlib_and_skips_torchvision(detector, photos):
-    """Our RetinaFaceMobile is facexlib's network: same state-dict keys (strict load) and the same
-    outputs on real photos with the same weights; and loading the detector imports no torchvision."""
+def test_own_network_matches_facexlib_and_skips_torchvision(detector):
+    """Our RetinaFaceMobile is facexlib's network: the same state-dict keys and shapes as facexlib's
+    ``RetinaFace('mobile0.25')``, and the same outputs as that module (loaded with the same
+    weights) on two real photos, as recorded by tests/reference/record.py (facexlib needs
+    torchvision, which CI's CPU torch cannot import). Loading the detector imports no torchvision."""
     import subprocess
     import sys
 
-    from facexlib.detection.retinaface import RetinaFace
-
-    ref = RetinaFace(network_name="mobile0.25", device="cpu")
-    ref.load_state_dict(detector.net.state_dict(), strict=True)
+    ref = reference("facexlib")
+    state = detector.net.state_dict()
+    assert list(state) == ref["keys"].tolist()
+    assert [",".join(map(str, v.shape)) for v in state.values()] == ref["shapes"].tolist()
     for name in ("astronaut", "t1"):
-        x = torch.from_numpy((photos[name][..., ::-1].astype(np.float32) - BGR_MEAN).transpose(2, 0, 1).copy())[None]
         with torch.no_grad():
-            ours, theirs = detector.net(x), ref.eval()(x)
-        for a, b in zip(ours, theirs):
+            ours = detector.net(to_input(ref[f"{name}_image"]))
+        for a, part in zip(ours, ("loc", "conf", "landms")):
+            b = ref[f"{name}_{part}"]
             assert a.shape == b.shape
-            assert (a - b).abs().max().item() < 1e-5
+            assert np.abs(a.numpy() - b).max() < 1e-5
     code = "import sys; from facecloak.detect import FaceDetector; FaceDetector('cpu'); print('torchvision' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
 
 
 @pytest.mark.slow
-def test_facexlib_init_loads_cache_without_download(monkeypatch, detector, photos):
-    import facexlib.utils.misc as misc
-    from facexlib.detection import init_detection_model
-
-    def no_download(*a, **k):
-        raise AssertionError("facexlib tried to download")
-
-    monkeypatch.setattr(misc, "download_url_to_file", no_download)
-    net = init_detection_model("retinaface_mobile0.25", model_rootpath=str(RECORD.cache_path().parent), device="cpu")
-    with torch.no_grad():
-        got = net.detect_faces(np.ascontiguousarray(photos["astronaut"][..., ::-1]), conf_threshold=0.9)
+def test_detections_match_facexlib_reading_our_cache(detector, photos):
+    """facexlib's own ``detect_faces``, its model loaded from our cache (recorded with its download
+    disabled), finds the astronaut with the landmarks we find."""
+    assert RECORD.cache_path().name == "detection_mobilenet0.25_Final.pth"  # the name facexlib reads
+    got = reference("facexlib")["astronaut_detect_faces"]
     ours = detector.detect(photos["astronaut"])
     assert len(got) == len(ours) == 1
     np.testing.assert_allclose(got[0, 5:15].reshape(5, 2), ours[0].landmarks, atol=1e-3)
+    np.testing.assert_allclose(got[0, :4], ours[0].box, atol=1e-3)
 
 
 @pytest.mark.slow

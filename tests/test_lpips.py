@@ -1,17 +1,17 @@
-"""LPIPS / VGG perceptual models: restricted unpickling, architecture, and equivalence with lpips."""
+"""LPIPS / VGG perceptual models: restricted unpickling, architecture, and equivalence with lpips and torchvision (recorded outputs)."""
 from __future__ import annotations
 
 import io
 import os
 import pickle
 
-import cv2
 import numpy as np
 import pytest
 import torch
 
-from facecloak.models.lpips import LPIPS, VGGFeatures, load_lpips, load_vgg_features, unit_normalize
+from facecloak.models.lpips import LPIPS, load_lpips, load_vgg_features, unit_normalize
 from facecloak.zoo.lpips_nets import CONV_INDICES, NumpyOnlyUnpickler
+from reference import reference
 
 
 class _Evil:
@@ -51,43 +51,35 @@ def test_unit_normalize():
 
 
 def _face_pairs() -> tuple[torch.Tensor, torch.Tensor]:
-    """The astronaut's face against its blurred, its JPEG-10 and a shifted version ([-1, 1])."""
-    import skimage.data
+    """The astronaut's face against its blurred, JPEG-10, shifted and identical versions ([-1, 1]),
+    as stored with the reference distances (tests/reference/record.py)."""
+    t = torch.from_numpy(reference("lpips")["images"]).permute(0, 3, 1, 2).float() / 127.5 - 1
+    return t[[0, 0, 0, 0]], t[[1, 2, 3, 0]]
 
-    face = skimage.data.astronaut()[20:212, 150:342]  # 192x192 around the face
-    blur = cv2.GaussianBlur(face, (0, 0), 2.0)
-    _, enc = cv2.imencode(".jpg", face[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, 10])
-    jpeg = cv2.imdecode(enc, cv2.IMREAD_COLOR)[..., ::-1]
-    shift = np.roll(face, 3, axis=1)
 
-    def t(imgs):
-        return torch.from_numpy(np.stack(imgs).copy()).permute(0, 3, 1, 2).float() / 127.5 - 1
+def lpips_v01_head(net: str, i: int) -> torch.Tensor:
+    """The lpips package's own v0.1 head file, read without importing the package (its import
+    needs torchvision)."""
+    import importlib.util
 
-    return t([face, face, face, face]), t([blur, jpeg, shift, face])
+    (pkg,) = importlib.util.find_spec("lpips").submodule_search_locations
+    state = torch.load(os.path.join(pkg, "weights", "v0.1", f"{net}.pth"), map_location="cpu", weights_only=True)
+    return state[f"lin{i}.model.1.weight"]
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("net", ["alex", "vgg"])
 def test_lpips_equals_reference_package(net):
-    import lpips
-
+    """Our LPIPS against the lpips package's (its trunk given our weights), as recorded by
+    tests/reference/record.py; the heads against the package's own files, bit for bit."""
     ours = load_lpips(net)
-    ref = lpips.LPIPS(pretrained=True, net=net, pnet_rand=True, verbose=False)
-    # The reference's trunk slices keep torchvision's ``features`` indices as module names.
-    trunk = {k.split(".", 1)[1]: k for k in ref.net.state_dict()}
-    ref_state = ref.state_dict()
-    for k, v in ours.state_dict().items():
-        if k.startswith("features."):
-            ref_state[f"net.{trunk[k.split('.', 1)[1]]}"] = v
-    ref.load_state_dict(ref_state, strict=True)
-    # Heads: the package's own v0.1 files must equal the converted ones bit for bit.
     for i, lin in enumerate(ours.lins):
-        assert torch.equal(lin.weight, ref.lins[i].model[1].weight)
+        assert torch.equal(lin.weight, lpips_v01_head(net, i))
 
     x, y = _face_pairs()
+    d_ref = torch.from_numpy(reference("lpips")[f"{net}_distance"])
     with torch.no_grad():
         d_ours = ours(x, y)
-        d_ref = ref(x, y).flatten()
         d01 = ours.from01((x + 1) / 2, (y + 1) / 2)
     assert torch.allclose(d_ours, d_ref, atol=1e-5, rtol=0), (d_ours, d_ref)
     assert torch.allclose(d01, d_ref, atol=1e-5, rtol=0)
@@ -103,21 +95,18 @@ def test_lpips_equals_reference_package(net):
 
 @pytest.mark.slow
 def test_vgg_features_are_torchvision_vgg16_relu5_3():
-    import torchvision
-
+    """Against torchvision's ``vgg16().features[:30]`` with our weights, as recorded."""
     feats = load_vgg_features()
-    tv = torchvision.models.vgg16(weights=None).features[:30].eval()
-    tv.load_state_dict({k.split(".", 1)[1]: v for k, v in feats.state_dict().items()}, strict=True)
-    x, y = _face_pairs()
+    _, y = _face_pairs()
     x01 = (y[:2] + 1) / 2
-    norm = (x01 - torch.tensor(VGGFeatures.MEAN).view(1, 3, 1, 1)) / torch.tensor(VGGFeatures.STD).view(1, 3, 1, 1)
     with torch.no_grad():
         out = feats(x01)
-        assert out.shape == (2, 512, 12, 12)
-        assert torch.allclose(out, tv(norm), atol=1e-5)
+    assert out.shape == (2, 512, 12, 12)
+    assert torch.allclose(out, torch.from_numpy(reference("vgg16")["relu5_3"]), atol=1e-5)
     assert all(not p.requires_grad for p in feats.parameters())
     # LPIPS-vgg's last tap is the same relu5_3 map (the trainer's perceptual feature).
     lp = load_lpips("vgg")
+    x, y = _face_pairs()
     with torch.no_grad():
         _, fx, _ = lp.forward_with_features(x[:1], y[:1])
     assert fx[-1].shape == (1, 512, 12, 12)

@@ -206,3 +206,15 @@ def test_hf_repo_missing_file_is_a_clear_model_error(hf_cache, tmp_path):
     assert "--hf-repo me/empty: hiding_net.safetensors is not in the local Hugging Face cache" in msg
     assert "HF_HUB_OFFLINE=1 forbids downloading" in msg and "--weights" in msg
     assert not (tmp_path / "o").exists()
+
+
+def test_ci_runs_the_readmes_test_command_and_stops_if_it_fails():
+    """CI runs the README's test command verbatim, and a failed install stops CI (under ``set -e``
+    the first command of an ``&&`` list may fail without stopping the script)."""
+    import re
+
+    readme = (ROOT / "README.md").read_text()
+    blocks = re.findall(r"```bash\n(.*?)\n```", readme, re.S)
+    (command,) = [b for b in blocks if "pytest" in b and "\n" not in b]
+    ci = (ROOT / ".ci" / "run").read_text().splitlines()
+    assert f"{command} || exit" in ci

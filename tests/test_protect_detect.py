@@ -6,8 +6,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-import torch
 from PIL import Image
+from reference import reference
 
 from facecloak.align import CANONICAL_256, warp_face
 from facecloak.detect import (
@@ -55,21 +55,18 @@ def test_nms_keeps_the_best_of_overlapping_boxes():
 
 
 def test_priors_and_decoding_match_facexlib():
-    from facexlib.detection.retinaface import generate_config
-    from facexlib.detection.retinaface_utils import PriorBox, decode as fx_decode, decode_landm
-
+    """Against facexlib's ``PriorBox`` / ``decode`` / ``decode_landm`` on a 70x100 image, as recorded
+    by tests/reference/record.py (facexlib needs torchvision, which CI's CPU torch cannot import)."""
+    ref = reference("facexlib")
     h, w = 70, 100
-    ref = PriorBox(generate_config("mobile0.25"), image_size=(h, w)).forward().numpy()
+    priors = ref["priors"]
     mine = anchors(h, w)
-    assert mine.shape[0] == ref.shape[0]
-    np.testing.assert_allclose(mine[:, :2] / [w, h], ref[:, :2], atol=1e-6)
-    np.testing.assert_allclose(mine[:, 2:3] / [w, h], ref[:, 2:], atol=1e-6)
-    g = torch.Generator().manual_seed(0)
-    loc, landm = torch.randn(len(ref), 4, generator=g), torch.randn(len(ref), 10, generator=g)
-    boxes, lms = decode(loc.numpy(), landm.numpy(), mine)
-    var = [0.1, 0.2]
-    np.testing.assert_allclose(boxes, fx_decode(loc, torch.from_numpy(ref), var).numpy() * [w, h, w, h], rtol=1e-4, atol=1e-3)
-    np.testing.assert_allclose(lms, decode_landm(landm, torch.from_numpy(ref), var).numpy() * np.tile([w, h], 5), rtol=1e-4, atol=1e-3)
+    assert mine.shape[0] == priors.shape[0]
+    np.testing.assert_allclose(mine[:, :2] / [w, h], priors[:, :2], atol=1e-6)
+    np.testing.assert_allclose(mine[:, 2:3] / [w, h], priors[:, 2:], atol=1e-6)
+    boxes, lms = decode(ref["decode_loc"], ref["decode_landm"], mine)
+    np.testing.assert_allclose(boxes, ref["decoded_boxes"] * [w, h, w, h], rtol=1e-4, atol=1e-3)
+    np.testing.assert_allclose(lms, ref["decoded_landms"] * np.tile([w, h], 5), rtol=1e-4, atol=1e-3)
 
 
 # ----------------------------------------------------------------------------- real detector, real faces

