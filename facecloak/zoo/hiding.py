@@ -18,7 +18,7 @@ from .registry import LocalSource, ModelNotAvailable, ModelRecord, register
 
 HIDING_FILE = "hiding_net.safetensors"
 BANK_FILE = "fake_bank.safetensors"
-HIDING_SHA256 = "bfc1bd44eab733bb9a23ad542773ff777ccacc6529378dcaef6605e47e94f273"  # weights/README.md says how it was trained
+HIDING_SHA256 = "0901a808c424254dccac3526cb1b0849535bd1cd02b183f4d951cc6490bc4208"  # weights/README.md says how it was trained
 BANK_SHA256 = "25c6b9784033c42b4221250367b32db82bb8942fc7e2490192bf776aa5feddb4"
 
 
