@@ -144,6 +144,16 @@ def nms(boxes: np.ndarray, scores: np.ndarray, iou: float) -> np.ndarray:
     return np.array(keep, dtype=np.int64)
 
 
+def network_input(rgb: np.ndarray):
+    """RetinaFace's input for an (H, W, 3) RGB uint8 image: x = BGR(rgb) − (104, 117, 123), as a
+    (1, 3, H, W) float32 tensor (facexlib's network was trained on BGR with the channel means
+    subtracted)."""
+    import torch
+
+    x = torch.from_numpy(np.ascontiguousarray(rgb[..., ::-1], dtype=np.float32) - np.float32(_BGR_MEAN))
+    return x.permute(2, 0, 1)[None]
+
+
 def anchors(h: int, w: int) -> np.ndarray:
     """RetinaFace priors in pixels, (N, 3) ``cx, cy, side``, in the network's output order:
     per level, rows then columns, then each anchor side; centre = ((j + 0.5) s, (i + 0.5) s)."""
@@ -244,9 +254,7 @@ class FaceDetector:
         import torch
 
         h, w = rgb.shape[:2]
-        # facexlib's network was trained on BGR with the channel means subtracted.
-        x = torch.from_numpy(np.ascontiguousarray(rgb[..., ::-1], dtype=np.float32) - np.float32(_BGR_MEAN))
-        x = x.permute(2, 0, 1)[None].to(self.device)
+        x = network_input(rgb).to(self.device)
         with torch.no_grad():
             loc, conf, landm = self.net(x)
         scores = conf[0, :, 1].float().cpu().numpy()

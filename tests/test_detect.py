@@ -8,11 +8,9 @@ import pytest
 import torch
 
 from facecloak.align import CANONICAL_256
-from facecloak.detect import Face, FaceDetector, align_faces, detection_scale, prepare_images, to_rgb
+from facecloak.detect import Face, FaceDetector, align_faces, detection_scale, network_input, prepare_images, to_rgb
 from facecloak.zoo.retinaface import RECORD, onnx_facexlib_prefix
 from reference import reference
-
-BGR_MEAN = np.array([104.0, 117.0, 123.0], np.float32)
 
 
 def test_onnx_node_names_map_to_facexlib_modules():
@@ -80,10 +78,10 @@ def test_converted_weights_match_onnxruntime(tmp_path, photos, detector):
     sess = ort.InferenceSession(read_bytes_literal(find_one(pkg, "retinaface/weights.py")))
 
     img = photos["t1"]
-    x = to_input(img)
+    x = network_input(img)
     with torch.no_grad():
         loc, conf, lms = detector.net(x)
-    r_loc, r_conf, r_lms = sess.run(None, {"input": x.numpy()})
+    r_loc, r_conf, r_lms = sess.run(None, {"input": np.ascontiguousarray(x.numpy())})
     assert np.abs(loc.numpy() - r_loc).max() < 1e-4
     assert np.abs(conf.numpy() - r_conf).max() < 1e-5
     assert np.abs(lms.numpy() - r_lms).max() < 1e-4
@@ -101,11 +99,6 @@ def test_converted_weights_match_onnxruntime(tmp_path, photos, detector):
         assert np.abs(lmk[j].reshape(5, 2) - f.landmarks).max() < 0.01
 
 
-def to_input(rgb: np.ndarray) -> torch.Tensor:
-    """facexlib's RetinaFace input: BGR minus its channel means, (1, 3, H, W)."""
-    return torch.from_numpy((rgb[..., ::-1].astype(np.float32) - BGR_MEAN).transpose(2, 0, 1).copy())[None]
-
-
 @pytest.mark.slow
 def test_own_network_matches_facexlib_and_skips_torchvision(detector):
     """Our RetinaFaceMobile is facexlib's network: the same state-dict keys and shapes as facexlib's
@@ -121,7 +114,7 @@ def test_own_network_matches_facexlib_and_skips_torchvision(detector):
     assert [",".join(map(str, v.shape)) for v in state.values()] == ref["shapes"].tolist()
     for name in ("astronaut", "t1"):
         with torch.no_grad():
-            ours = detector.net(to_input(ref[f"{name}_image"]))
+            ours = detector.net(network_input(ref[f"{name}_image"]))
         for a, part in zip(ours, ("loc", "conf", "landms")):
             b = ref[f"{name}_{part}"]
             assert a.shape == b.shape

@@ -12,6 +12,7 @@ import torch
 from facecloak.models.lpips import LPIPS, load_lpips, load_vgg_features, unit_normalize
 from facecloak.zoo.lpips_nets import CONV_INDICES, NumpyOnlyUnpickler
 from reference import reference
+from reference.record import face_pairs
 
 
 class _Evil:
@@ -52,9 +53,8 @@ def test_unit_normalize():
 
 def _face_pairs() -> tuple[torch.Tensor, torch.Tensor]:
     """The astronaut's face against its blurred, JPEG-10, shifted and identical versions ([-1, 1]),
-    as stored with the reference distances (tests/reference/record.py)."""
-    t = torch.from_numpy(reference("lpips")["images"]).permute(0, 3, 1, 2).float() / 127.5 - 1
-    return t[[0, 0, 0, 0]], t[[1, 2, 3, 0]]
+    stored with the reference distances and paired as when they were recorded."""
+    return face_pairs(reference("lpips")["images"])
 
 
 def lpips_v01_head(net: str, i: int) -> torch.Tensor:

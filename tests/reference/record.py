@@ -40,10 +40,9 @@ import numpy as np
 import torch
 
 HERE = Path(__file__).resolve().parent
-BGR_MEAN = np.array([104.0, 117.0, 123.0], np.float32)  # facexlib's RetinaFace input mean
 
 
-def network_inputs() -> dict[str, np.ndarray]:
+def reference_photos() -> dict[str, np.ndarray]:
     """Two real photos (RGB uint8), shrunk so that the stored outputs stay small."""
     import skimage.data
 
@@ -82,7 +81,7 @@ def record_facexlib() -> dict[str, np.ndarray]:
     from facexlib.detection.retinaface import RetinaFace, generate_config
     from facexlib.detection.retinaface_utils import PriorBox, decode, decode_landm
 
-    from facecloak.detect import load_retinaface
+    from facecloak.detect import load_retinaface, network_input
     from facecloak.zoo.retinaface import RECORD
 
     ours = load_retinaface("cpu")
@@ -94,11 +93,10 @@ def record_facexlib() -> dict[str, np.ndarray]:
         "shapes": np.array([",".join(map(str, v.shape)) for v in ref_keys.values()]),
     }
     ref.load_state_dict(ours.state_dict(), strict=True)
-    for name, img in network_inputs().items():
+    for name, img in reference_photos().items():
         out[f"{name}_image"] = img
-        x = torch.from_numpy((img[..., ::-1].astype(np.float32) - BGR_MEAN).transpose(2, 0, 1).copy())[None]
         with torch.no_grad():
-            loc, conf, lms = ref(x)
+            loc, conf, lms = ref(network_input(img))
         out.update({f"{name}_loc": loc.numpy(), f"{name}_conf": conf.numpy(), f"{name}_landms": lms.numpy()})
 
     h, w = 70, 100
