@@ -490,6 +490,7 @@ def eval_cmd(
     weights: Annotated[Optional[str], typer.Option("--weights", help="Hiding-network weights to evaluate (default: shipped).")] = None,
     bank: Annotated[Optional[Path], typer.Option("--bank", help="Your own fake-identity bank (from `facecloak data build-bank`); default: the shipped one.")] = None,
     sweep: Annotated[bool, typer.Option("--sweep", help="Also trace quality vs ASR of the chosen methods: facecloak_fast at strength 0.5-1.5, lgc at eps 1..7.")] = False,
+    sweep_strengths: Annotated[Optional[str], typer.Option("--sweep-strengths", help="Comma list of fast-mode strengths s for --sweep (default 0.5,0.75,1.25,1.5; s = 1 is facecloak_fast).")] = None,
     limit: Annotated[Optional[int], typer.Option("--limit", help="De-identify at most N faces (quick look).")] = None,
     steps_scale: Annotated[float, typer.Option("--steps-scale", help="Scale the iterations of strong mode and the adversarial baselines.")] = 1.0,
     strength: Annotated[str, typer.Option("--strength", help="low | medium | high, as `protect --strength`: fast mode's scale, strong mode's preset.")] = "medium",
@@ -526,6 +527,12 @@ def eval_cmd(
 
     if impostor_fakes not in FAKE_SOURCES:
         raise UserError(f"--impostor-fakes must be one of {', '.join(FAKE_SOURCES)}, not {impostor_fakes!r}")
+    try:
+        strengths = tuple(float(v) for v in sweep_strengths.split(",")) if sweep_strengths else EvalConfig.sweep_strengths
+    except ValueError:
+        raise UserError(f"--sweep-strengths must be a comma list of numbers, like 0.8,0.9 (got {sweep_strengths!r})")
+    if any(not 0 < v <= 4 for v in strengths):
+        raise UserError(f"--sweep-strengths: each strength must lie in (0, 4] (got {sweep_strengths!r})")
     if bank is not None:  # checked before the benchmark's minutes of preparation, like protect's --bank: exit 3
         from .bank import BankError, load_user_bank
 
@@ -553,7 +560,7 @@ def eval_cmd(
     scaled = {f: max(1, round(getattr(base, f) * steps_scale)) for f in ("lgc_steps", "tip_im_steps", "fawkes_steps")}
     scaled["strong_steps"] = max(1, round(strong_budget * steps_scale)) if steps_scale != 1 else None
     cfg = EvalConfig(benchmark=benchmark, data=str(data) if data else None, out=str(out), methods=ms, recognizers=rs, weights=weights, bank=str(bank) if bank else None,
-                     seed=seed, device=dev, sweep=sweep, limit=limit, e2e=e2e, impostor_fakes=impostor_fakes, strength=strength, **scaled)
+                     seed=seed, device=dev, sweep=sweep, sweep_strengths=strengths, limit=limit, e2e=e2e, impostor_fakes=impostor_fakes, strength=strength, **scaled)
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     # de-identify original + each method, quality, e2e (originals + 2 modes), impostor set, each recognizer, report

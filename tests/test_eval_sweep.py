@@ -17,6 +17,20 @@ def test_sweep_covers_only_requested_methods():
     assert sweep_table(EvalConfig(methods=("facecloak_strong", "blur", "mask"))) == {}
 
 
+def test_sweep_strengths_pick_the_points(tmp_path):
+    # --sweep-strengths traces fast mode at the strengths asked for, and refuses nonsense up front
+    from typer.testing import CliRunner
+
+    from facecloak.cli import app
+
+    fine = sweep_table(EvalConfig(methods=("facecloak_fast",), sweep_strengths=(0.8, 0.85)))
+    assert sorted(fine) == ["facecloak_s0.8", "facecloak_s0.85"]
+    for bad in ("0.8,x", "0.8,-1"):
+        r = CliRunner().invoke(app, ["eval", "--sweep", "--sweep-strengths", bad, "--out", str(tmp_path / "e"), "--device", "cpu"])
+        assert r.exit_code == 2 and "--sweep-strengths" in r.output, r.output
+        assert not (tmp_path / "e").exists()
+
+
 def test_v01_config_without_work_size_loads_at_full_resolution(tmp_path):
     # v0.1's header config predates work_size; it must load as the full-256 network it was.
     from safetensors.torch import save_file

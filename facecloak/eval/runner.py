@@ -68,6 +68,7 @@ class EvalConfig:
     tip_im_steps: int = 50
     fawkes_steps: int = 100
     sweep: bool = False
+    sweep_strengths: tuple[float, ...] = (0.5, 0.75, 1.25, 1.5)  # fast-mode s; s = 1 is facecloak_fast itself
     limit: int | None = None  # de-identify at most this many images (quick runs, tests)
     grid_faces: int = 4
     e2e: bool = True  # whole-photo protocol, where the benchmark has photos
@@ -128,7 +129,6 @@ def method_table(cfg: EvalConfig) -> dict[str, Callable]:
     }
 
 
-SWEEP_STRENGTHS = (0.5, 0.75, 1.25, 1.5)  # s = 1 is facecloak_fast itself
 SWEEP_LGC_EPS = tuple(range(1, 8))  # /255
 
 
@@ -140,7 +140,7 @@ def sweep_table(cfg: EvalConfig) -> dict[str, Callable]:
     de-identification and every recognizer, so methods not asked for are not swept."""
     table: dict[str, Callable] = {}
     if "facecloak_fast" in cfg.methods:
-        table.update({f"facecloak_s{s:g}": _facecloak("fast", s) for s in SWEEP_STRENGTHS})
+        table.update({f"facecloak_s{s:g}": _facecloak("fast", s) for s in cfg.sweep_strengths})
     if "lgc" in cfg.methods:
         table.update({f"lgc_eps{e}": _baseline("lgc", eps=e / 255, steps=cfg.lgc_steps, seed=cfg.seed) for e in SWEEP_LGC_EPS})
     return table
