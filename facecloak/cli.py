@@ -420,7 +420,9 @@ def train(
     warp_grid: Annotated[int, typer.Option("--warp-grid", help="Smoothness of the warp: the field lives on a GRID x GRID lattice.")] = 32,
     warp_lr_mult: Annotated[float, typer.Option("--warp-lr-mult", help="The warp head learns at lr x this.")] = 1.0,
     far_margin: Annotated[Optional[float], typer.Option("--far-margin", help="Hinge the far term: stop pushing once cos(EN(C), EN(D)) < margin.")] = None,
+    lam_ssim: Annotated[float, typer.Option("--lambda-ssim", help="Weight of 1 - SSIM(C, D) at 256 px (not in the paper; 0: off).")] = 0.0,
     eot: Annotated[bool, typer.Option("--eot", help="EN sees a randomly blurred / resized / quantised D, so the change survives them.")] = False,
+    eot_kinds: Annotated[str, typer.Option("--eot-kinds", help="Comma list the --eot degradation is drawn from, uniformly (repeat a kind to draw it more often): none, blur, resize, quantize, photo (re-alignment + small face + lossy save).")] = "none,blur,resize,quantize",
     n_fakes: Annotated[int, typer.Option("--n-fakes", help="Number of fake identities in the training bank.")] = 1024,
     val_fraction: Annotated[float, typer.Option("--val-fraction")] = 0.05,
     checkpoint_every: Annotated[Optional[int], typer.Option("--checkpoint-every", help="Also validate and checkpoint every N steps (default: at each epoch's end only).")] = None,
@@ -445,6 +447,11 @@ def train(
 
     from .data.crops import covers_for_training, offline_crops
 
+    from .train.eot import KINDS
+
+    kinds = tuple(k.strip() for k in eot_kinds.split(",") if k.strip())
+    if not kinds or set(kinds) - set(KINDS):
+        raise UserError(f"--eot-kinds: unknown kind(s) {sorted(set(kinds) - set(KINDS))}; choose from {', '.join(KINDS)}")
     val_covers = None
     covers_were_mix = covers == "mix"
     with console.status("preparing aligned covers (detect + align once, cached)"):
@@ -464,11 +471,11 @@ def train(
     cfg = TrainConfig(
         covers=covers, val_covers=val_covers, out=str(out), fakes=fakes, n_fakes=n_fakes, epochs=epochs, max_steps=max_steps,
         batch_size=batch_size, lr=lr, val_fraction=val_fraction, seed=seed, device=device, resume=resume,
-        init=init, loss_size=loss_size, eot=eot, grow_covers=covers_were_mix, checkpoint_every=checkpoint_every,
+        init=init, loss_size=loss_size, eot=eot, eot_kinds=kinds, grow_covers=covers_were_mix, checkpoint_every=checkpoint_every,
         warp_lr_mult=warp_lr_mult,
         hn=HidingNetConfig(width=width, max_delta=max_delta, head_init_std=head_init_std, smooth_sigma=smooth_sigma, work_size=work_size,
                             warp_px=warp_px, warp_grid=warp_grid),
-        weights=LossWeights(lam_rec, lam_perc, lam_lpips, lam_near, lam_far, far_margin),
+        weights=LossWeights(lam_rec, lam_perc, lam_lpips, lam_near, lam_far, far_margin, lam_ssim),
     )
     try:
         summary = run_train(cfg, progress=not quiet)

@@ -24,6 +24,22 @@ def test_far_hinge_stops_pushing_below_the_margin():
     assert d.grad[1].abs().sum() == 0 and d.grad[0].abs().sum() > 0  # the face already far gets no push
 
 
+def test_ssim_loss_is_one_minus_the_evaluations_ssim_and_off_by_default():
+    import numpy as np
+
+    from facecloak.eval.metrics import ssim
+
+    g = torch.Generator().manual_seed(0)
+    c = torch.rand(2, 3, 32, 32, generator=g)
+    d = (c + 0.1 * torch.randn(2, 3, 32, 32, generator=g)).clamp(0, 1)
+    assert L.ssim_loss(c, c).item() == pytest.approx(0.0, abs=1e-6)
+    want = np.mean([1 - ssim(a.permute(1, 2, 0).numpy() * 255, b.permute(1, 2, 0).numpy() * 255) for a, b in zip(c, d)])
+    assert L.ssim_loss(c, d).item() == pytest.approx(want, abs=1e-4) and want > 0.05
+    terms = {k: torch.tensor(1.0) for k in L.LOSS_TERMS}
+    assert L.total_loss(terms, L.LossWeights(1, 1, 1, 1, 1)).item() == pytest.approx(5.0)  # λ_ssim 0: off
+    assert L.total_loss(terms, L.LossWeights(1, 1, 1, 1, 1, ssim=2.0)).item() == pytest.approx(7.0)
+
+
 def test_total_loss_ignores_logged_extras():
     terms = {k: torch.tensor(1.0) for k in L.LOSS_TERMS} | {"cos": torch.tensor(100.0)}
     w = L.LossWeights(1, 1, 1, 1, 1)
@@ -58,6 +74,35 @@ def test_random_degrade_draws_every_kind_and_is_differentiable():
     y, _ = eot.random_degrade(x, torch.Generator().manual_seed(1))
     y.sum().backward()
     assert x.grad is not None and torch.isfinite(x.grad).all()
+
+
+def test_jitter_is_a_similarity_transform():
+    x = torch.rand(1, 3, 64, 64)
+    assert torch.allclose(eot.jitter(x, 0.0, 1.0, 0.0, 0.0), x, atol=1e-5)  # identity
+    y = eot.jitter(x, 0.0, 1.0, 2 / 64, 0.0)  # 2/64 of the half side = 1 px: output p reads input p + 1
+    assert torch.allclose(y[..., :, :-1], x[..., :, 1:], atol=1e-5)
+    r = eot.jitter(torch.eye(64).expand(1, 3, 64, 64).contiguous(), 3.14159265 / 2, 1.0, 0.0, 0.0)
+    assert (r[0, 0].diagonal().mean() < 0.2) and (r[0, 0].flip(1).diagonal().mean() > 0.8)  # a quarter turn maps the diagonal to the anti-diagonal
+
+
+def test_photo_kind_is_drawn_only_when_asked_and_is_a_lossy_differentiable_copy():
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(2, 3, 64, 64, requires_grad=True)
+    assert "photo" not in {eot.random_degrade(x, g)[1] for _ in range(40)}  # not in the default draw
+    draws = [eot.random_degrade(x, g, ("none", "photo", "photo")) for _ in range(60)]
+    n_photo = sum(k == "photo" for _, k in draws)
+    assert 30 <= n_photo <= 50  # a kind listed twice is drawn about twice as often
+    y = next(y for y, k in draws if k == "photo")
+    assert y.shape == x.shape and 0.01 < (y - x).abs().mean() < 0.4  # a small face's copy: detail lost
+    levels = y.detach() * 63
+    assert torch.allclose(levels, levels.round(), atol=1e-4)  # 6-bit values
+    y.sum().backward()
+    assert torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
+
+
+def test_eot_kinds_refuses_unknown_kinds(tmp_path):
+    r = CliRunner().invoke(app, ["train", "--covers", str(tmp_path), "--out", str(tmp_path / "run"), "--eot", "--eot-kinds", "blur,fog"])
+    assert r.exit_code == 2 and "fog" in r.output and not (tmp_path / "run").exists()
 
 
 def test_low_resolution_residual_is_smooth_bounded_and_trains():

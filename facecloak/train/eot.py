@@ -11,7 +11,8 @@ import torch.nn.functional as F
 
 from ..models.hiding import gaussian_lowpass
 
-DEGRADATIONS = ("none", "blur", "resize", "quantize")
+DEGRADATIONS = ("none", "blur", "resize", "quantize")  # the default draw (v0.3-v0.7 recipes)
+KINDS = (*DEGRADATIONS, "photo")  # every kind ``random_degrade`` knows
 
 
 def quantize_ste(x: torch.Tensor, bits: int) -> torch.Tensor:
@@ -28,10 +29,37 @@ def down_up(x: torch.Tensor, factor: float) -> torch.Tensor:
     return F.interpolate(small, size=(h, w), mode="bilinear", align_corners=False)
 
 
-def random_degrade(x: torch.Tensor, g: torch.Generator) -> tuple[torch.Tensor, str]:
-    """Apply one degradation, drawn uniformly from ``DEGRADATIONS`` for the whole batch:
-    Gaussian blur σ ∈ [0.5, 1.5] px, down-up resize by f ∈ [0.35, 0.8], or 4–6-bit quantisation."""
-    kind = DEGRADATIONS[int(torch.randint(len(DEGRADATIONS), (1,), generator=g))]
+def jitter(x: torch.Tensor, angle: float, scale: float, tx: float, ty: float) -> torch.Tensor:
+    """Similarity transform about the centre (bilinear, borders replicated): rotation ``angle``
+    (radians), zoom ``scale``, shift (tx, ty) in units of half the image side. Output pixel p reads
+    input pixel s R(angle) p + t, in [-1, 1] coordinates."""
+    import math
+
+    c, s_ = scale * math.cos(angle), scale * math.sin(angle)
+    theta = x.new_tensor([[c, -s_, tx], [s_, c, ty]]).expand(x.shape[0], 2, 3)
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+
+def photo(x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """What the end-to-end path does to a face: another alignment (rotation ±3°, scale ±4 %, shift
+    ±2 % of the side: an attacker's detector lands elsewhere), the face's own small size in the
+    photo (down-up by f ∈ [0.25, 0.6]: a 256-px crop of a 64–150 px face) and 6-bit quantisation
+    (a lossy save). ``u``: five uniform [0, 1) numbers."""
+    import math
+
+    a = (2 * float(u[0]) - 1) * math.radians(3)
+    y = jitter(x, a, 1 + (2 * float(u[1]) - 1) * 0.04, (2 * float(u[2]) - 1) * 0.04, (2 * float(u[3]) - 1) * 0.04)
+    return quantize_ste(down_up(y, 0.25 + 0.35 * float(u[4])), 6)
+
+
+def random_degrade(x: torch.Tensor, g: torch.Generator, kinds: tuple[str, ...] = DEGRADATIONS) -> tuple[torch.Tensor, str]:
+    """Apply one degradation, drawn uniformly from ``kinds`` for the whole batch (a kind listed
+    twice is drawn twice as often): Gaussian blur σ ∈ [0.5, 1.5] px, down-up resize by
+    f ∈ [0.35, 0.8], 4–6-bit quantisation, or ``photo`` (:func:`photo`)."""
+    kind = kinds[int(torch.randint(len(kinds), (1,), generator=g))]
+    if kind == "photo":
+        return photo(x, torch.rand(5, generator=g)), kind
     u = float(torch.rand(1, generator=g))
     if kind == "blur":
         return gaussian_lowpass(x, 0.5 + u), kind

@@ -49,6 +49,7 @@ class TrainConfig:
     log_every: int = 10
     loss_size: int = 256  # resolution the VGG/LPIPS losses see (lower it to train faster on CPU)
     eot: bool = False  # EN sees a randomly blurred / resized / quantised D (train.eot)
+    eot_kinds: tuple[str, ...] = ("none", "blur", "resize", "quantize")  # train.eot.random_degrade's draw
     grow_covers: bool = False  # re-list the cover folders every epoch (covers still being generated)
     checkpoint_every: int | None = None  # also validate and checkpoint every N steps (long epochs on a CPU)
     warp_lr_mult: float = 1.0  # the warp head learns at lr x this (a head added to trained weights starts at zero)
@@ -91,13 +92,15 @@ class Critics(torch.nn.Module):
         self.lpips = load_lpips("vgg", device=device)
         self.loss_size = loss_size
 
-    def terms(self, cover, deid, feat_embed, margin: float | None = None, degrade: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+    def terms(self, cover, deid, feat_embed, margin: float | None = None, degrade: torch.Generator | None = None,
+              kinds: tuple[str, ...] | None = None) -> dict[str, torch.Tensor]:
         """The five loss terms (and ``cos``, the plain cos(EN(C), EN(D)) for the log).
 
-        ``degrade``: a generator; when given, EN sees a randomly degraded D (``train.eot``).
+        ``degrade``: a generator; when given, EN sees a randomly degraded D (``train.eot``), one of
+        ``kinds`` (default ``train.eot.DEGRADATIONS``).
         """
         from ..models.lpips import unit_normalize
-        from .eot import random_degrade
+        from .eot import DEGRADATIONS, random_degrade
 
         c, d = cover, deid
         if self.loss_size != cover.shape[-1]:
@@ -110,9 +113,10 @@ class Critics(torch.nn.Module):
             f_c = self.en(cover)
         td = self.lpips.trunk(d * 2 - 1)
         lp = sum(lin((unit_normalize(a) - unit_normalize(b)) ** 2).mean(dim=(1, 2, 3)) for lin, a, b in zip(self.lpips.lins, tc, td))
-        f_d = self.en(random_degrade(deid, degrade)[0] if degrade is not None else deid)
+        f_d = self.en(random_degrade(deid, degrade, kinds or DEGRADATIONS)[0] if degrade is not None else deid)
         return {
             "rec": L.rec_loss(cover, deid),
+            "ssim": L.ssim_loss(cover, deid),
             "perc": L.perc_loss(tc[-1], td[-1]),
             "lpips": lp.mean(),
             "near": L.near_loss(feat_embed, f_d),
@@ -220,7 +224,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
                 e = bank.sample(cover.shape[0], g).to(device)
                 with torch.autocast(device.type, torch.bfloat16, enabled=amp):
                     deid = model(cover, e)
-                    terms = critics.terms(cover, deid.float(), e, cfg.weights.far_margin, g if cfg.eot else None)
+                    terms = critics.terms(cover, deid.float(), e, cfg.weights.far_margin, g if cfg.eot else None, cfg.eot_kinds)
                     loss = L.total_loss(terms, cfg.weights)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()

@@ -20,6 +20,17 @@ def rec_loss(cover: torch.Tensor, deid: torch.Tensor) -> torch.Tensor:
     return F.mse_loss(deid, cover)
 
 
+def ssim_loss(cover: torch.Tensor, deid: torch.Tensor) -> torch.Tensor:
+    """L_ssim = 1 − SSIM(C, D): the evaluation's SSIM (11×11 Gaussian window, σ 1.5, per RGB channel;
+    ``facecloak.eval.metrics.ssim_torch``), batch mean. Not one of the paper's five terms: MSE prices
+    every changed pixel alike, SSIM prices changed local structure (a moved edge, new texture) above
+    a smooth shading change. Off unless ``--lambda-ssim`` is set."""
+    from ..eval.metrics import ssim_torch
+
+    with torch.autocast(cover.device.type, enabled=False):  # variances as E[x²] − μ² need fp32
+        return 1 - ssim_torch(cover.float(), deid.float()).mean()
+
+
 def perc_loss(feat_cover: torch.Tensor, feat_deid: torch.Tensor) -> torch.Tensor:
     """L_perc = mean (f_vgg(C) - f_vgg(D))^2 over the final VGG feature map (Johnson et al.)."""
     return F.mse_loss(feat_deid, feat_cover)
@@ -50,11 +61,12 @@ class LossWeights:
     near: float = 0.125
     far: float = 0.125
     far_margin: float | None = None  # hinge on L_far; None = the paper's plain cosine
+    ssim: float = 0.0  # λ of 1 − SSIM (not in the paper; 0 = off)
 
 
 def total_loss(terms: dict[str, torch.Tensor], w: LossWeights) -> torch.Tensor:
-    """L = λ_rec L_rec + λ_perc L_perc + λ_lpips L_lpips + λ_near L_near + λ_far L_far."""
+    """L = λ_rec L_rec + λ_perc L_perc + λ_lpips L_lpips + λ_near L_near + λ_far L_far (+ λ_ssim L_ssim)."""
     return sum(getattr(w, k) * v for k, v in terms.items() if k in LOSS_TERMS)
 
 
-LOSS_TERMS = ("rec", "perc", "lpips", "near", "far")
+LOSS_TERMS = ("rec", "perc", "lpips", "near", "far", "ssim")

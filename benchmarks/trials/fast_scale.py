@@ -1,0 +1,26 @@
+"""`facecloak eval` with fast mode's default strength (``FAST_SCALES["medium"]``) set to another
+factor s, so a candidate default is measured end to end as well as on crops (``--sweep`` scales
+the crops only).
+
+Run (model card, "Why the default stays at s = 1": v0.7 at s = 0.8)::
+
+    python benchmarks/trials/fast_scale.py 0.8 --benchmark orl --methods facecloak_fast \\
+        --out benchmarks/results/trial-fast-s0.8
+"""
+from __future__ import annotations
+
+import sys
+
+
+def main() -> None:
+    from facecloak import cloak
+    from facecloak.cli import app
+
+    scale, *eval_args = sys.argv[1:]
+    cloak.FAST_SCALES["medium"] = float(scale)
+    sys.argv = ["facecloak", "eval", *eval_args]
+    app()
+
+
+if __name__ == "__main__":
+    main()
