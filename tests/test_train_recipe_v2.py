@@ -76,15 +76,6 @@ def test_random_degrade_draws_every_kind_and_is_differentiable():
     assert x.grad is not None and torch.isfinite(x.grad).all()
 
 
-def test_jitter_is_a_similarity_transform():
-    x = torch.rand(1, 3, 64, 64)
-    assert torch.allclose(eot.jitter(x, 0.0, 1.0, 0.0, 0.0), x, atol=1e-5)  # identity
-    y = eot.jitter(x, 0.0, 1.0, 2 / 64, 0.0)  # 2/64 of the half side = 1 px: output p reads input p + 1
-    assert torch.allclose(y[..., :, :-1], x[..., :, 1:], atol=1e-5)
-    r = eot.jitter(torch.eye(64).expand(1, 3, 64, 64).contiguous(), 3.14159265 / 2, 1.0, 0.0, 0.0)
-    assert (r[0, 0].diagonal().mean() < 0.2) and (r[0, 0].flip(1).diagonal().mean() > 0.8)  # a quarter turn maps the diagonal to the anti-diagonal
-
-
 def test_photo_kind_is_drawn_only_when_asked_and_is_a_lossy_differentiable_copy():
     g = torch.Generator().manual_seed(0)
     x = torch.rand(2, 3, 64, 64, requires_grad=True)

@@ -29,27 +29,15 @@ def down_up(x: torch.Tensor, factor: float) -> torch.Tensor:
     return F.interpolate(small, size=(h, w), mode="bilinear", align_corners=False)
 
 
-def jitter(x: torch.Tensor, angle: float, scale: float, tx: float, ty: float) -> torch.Tensor:
-    """Similarity transform about the centre (bilinear, borders replicated): rotation ``angle``
-    (radians), zoom ``scale``, shift (tx, ty) in units of half the image side. Output pixel p reads
-    input pixel s R(angle) p + t, in [-1, 1] coordinates."""
-    import math
-
-    c, s_ = scale * math.cos(angle), scale * math.sin(angle)
-    theta = x.new_tensor([[c, -s_, tx], [s_, c, ty]]).expand(x.shape[0], 2, 3)
-    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
-    return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
-
-
 def photo(x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
     """What the end-to-end path does to a face: another alignment (rotation ±3°, scale ±4 %, shift
     ±2 % of the side: an attacker's detector lands elsewhere), the face's own small size in the
     photo (down-up by f ∈ [0.25, 0.6]: a 256-px crop of a 64–150 px face) and 6-bit quantisation
     (a lossy save). ``u``: five uniform [0, 1) numbers."""
-    import math
+    from ..strong import similarity
 
-    a = (2 * float(u[0]) - 1) * math.radians(3)
-    y = jitter(x, a, 1 + (2 * float(u[1]) - 1) * 0.04, (2 * float(u[2]) - 1) * 0.04, (2 * float(u[3]) - 1) * 0.04)
+    side = x.shape[-1]
+    y = similarity(x, 3 * (2 * float(u[0]) - 1), 1 + 0.04 * (2 * float(u[1]) - 1), 0.02 * side * (2 * float(u[2]) - 1), 0.02 * side * (2 * float(u[3]) - 1))
     return quantize_ste(down_up(y, 0.25 + 0.35 * float(u[4])), 6)
 
 
