@@ -259,7 +259,8 @@ def random_transform(x: torch.Tensor, g: torch.Generator, kinds: tuple[str, ...]
     """Uniformly one of identity and ``kinds``: blur σ ∈ [0.5, 1.5], JPEG-like q ∈ [40, 90],
     resize ∈ [0.5, 0.9], shift ∈ [−3, 3]² pixels, similarity (rotation ∈ [−4°, 4°], scale ∈
     [0.95, 1.05], shift ∈ [−2 %, 2 %]² of the side, then blur σ 0.5 for the two resamplings of a
-    paste-back and re-alignment); drawn with ``g`` (one T for the whole batch)."""
+    paste-back and re-alignment), bits (3–5-bit depth, straight-through gradient; tried against the
+    eval's 3-bit attack, not in a preset); drawn with ``g`` (one T for the whole batch)."""
     kind = int(torch.randint(len(kinds) + 1, (1,), generator=g))
     u = float(torch.rand(1, generator=g))
     name = kinds[kind - 1] if kind else "identity"
@@ -272,6 +273,10 @@ def random_transform(x: torch.Tensor, g: torch.Generator, kinds: tuple[str, ...]
     if name == "shift":
         dx, dy = (int(v) for v in torch.randint(-3, 4, (2,), generator=g))
         return shift(x, dx, dy)
+    if name == "bits":
+        from .train.eot import quantize_ste
+
+        return quantize_ste(x, 3 + min(2, int(3 * u)))
     if name == "similarity":
         r = torch.rand(3, generator=g)
         t = 0.02 * x.shape[-1]

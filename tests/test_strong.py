@@ -131,6 +131,21 @@ def test_similarity_rotates_scales_and_shifts_about_the_centre():
     assert all(o.shape == x.shape for o in outs) and any((o - x).abs().max() > 0.05 for o in outs)
 
 
+def test_bits_transform_reduces_depth_and_passes_the_gradient():
+    x = torch.rand(1, 3, 16, 16, requires_grad=True)
+    g = torch.Generator().manual_seed(0)
+
+    def on_grid(y, bits):  # every value a multiple of 1 / (2^bits - 1)
+        v = y.detach() * (2**bits - 1)
+        return torch.allclose(v, v.round(), atol=1e-4)
+
+    draws = [S.random_transform(x, g, ("bits",)) for _ in range(12)]
+    reduced = [y for y in draws if not torch.equal(y, x)]  # the identity is drawn too
+    assert reduced and all(any(on_grid(y, b) for b in (3, 4, 5)) for y in reduced)
+    (gx,) = torch.autograd.grad(S.random_transform(x, torch.Generator().manual_seed(1), ("bits",)).sum(), x)
+    assert torch.equal(gx, torch.ones_like(x))  # straight-through
+
+
 # ------------------------------------------------------------------ optimisation
 def _surrogates(target=0.0):
     return {"arcface_mbf": (FakeRecognizer(0), target), "other": (FakeRecognizer(1), target)}
