@@ -2,7 +2,7 @@
 factor s, so a candidate default is measured end to end as well as on crops (``--sweep`` scales
 the crops only).
 
-Run (model card, "Why the default stays at s = 1": v0.7 at s = 0.8)::
+Run (model card, "Quality vs protection", "Between `low` and `medium`": v0.7 at s = 0.8)::
 
     python benchmarks/trials/fast_scale.py 0.8 --benchmark orl --methods facecloak_fast \\
         --out benchmarks/results/trial-fast-s0.8

@@ -22,6 +22,7 @@ from ..models.hiding import HidingNet, HidingNetConfig, init_from, save_hiding_n
 from ..pretrained import resolve_device
 from . import losses as L
 from .data import CoverDataset, FakeBank, list_crops, split_train_val
+from .eot import DEGRADATIONS
 
 
 @dataclass
@@ -49,7 +50,7 @@ class TrainConfig:
     log_every: int = 10
     loss_size: int = 256  # resolution the VGG/LPIPS losses see (lower it to train faster on CPU)
     eot: bool = False  # EN sees a randomly blurred / resized / quantised D (train.eot)
-    eot_kinds: tuple[str, ...] = ("none", "blur", "resize", "quantize")  # train.eot.random_degrade's draw
+    eot_kinds: tuple[str, ...] = DEGRADATIONS  # what train.eot.random_degrade draws from
     grow_covers: bool = False  # re-list the cover folders every epoch (covers still being generated)
     checkpoint_every: int | None = None  # also validate and checkpoint every N steps (long epochs on a CPU)
     warp_lr_mult: float = 1.0  # the warp head learns at lr x this (a head added to trained weights starts at zero)
@@ -94,13 +95,13 @@ class Critics(torch.nn.Module):
 
     def terms(self, cover, deid, feat_embed, margin: float | None = None, degrade: torch.Generator | None = None,
               kinds: tuple[str, ...] | None = None) -> dict[str, torch.Tensor]:
-        """The five loss terms (and ``cos``, the plain cos(EN(C), EN(D)) for the log).
+        """The loss terms (the paper's five and ``ssim``) and ``cos``, the plain cos(EN(C), EN(D)) for the log.
 
         ``degrade``: a generator; when given, EN sees a randomly degraded D (``train.eot``), one of
         ``kinds`` (default ``train.eot.DEGRADATIONS``).
         """
         from ..models.lpips import unit_normalize
-        from .eot import DEGRADATIONS, random_degrade
+        from .eot import random_degrade
 
         c, d = cover, deid
         if self.loss_size != cover.shape[-1]:
