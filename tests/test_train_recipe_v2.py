@@ -145,6 +145,20 @@ def test_train_with_the_v2_recipe_options(tmp_path):
 
     cfg = json.loads((out / "config.json").read_text())["config"]
     assert cfg["eot"] is True and cfg["weights"]["far_margin"] == 0.2
+    assert all("ssim" not in rec for rec in map(json.loads, (out / "log.jsonl").read_text().splitlines()))  # λ_ssim 0: not computed
+
+
+def test_train_with_an_ssim_term_and_the_photo_eot(tmp_path):
+    import json
+
+    out = tmp_path / "run"
+    r = CliRunner().invoke(app, ["train", *tiny(2), "--out", str(out), "--eot", "--eot-kinds", "photo", "--lambda-ssim", "2"])
+    assert r.exit_code == 0, r.output
+    cfg = json.loads((out / "config.json").read_text())["config"]
+    assert cfg["eot_kinds"] == ["photo"] and cfg["weights"]["ssim"] == 2.0
+    log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    steps, vals = [x for x in log if "loss" in x], [x["val"] for x in log if "val" in x]
+    assert steps and vals and all(0 <= x["ssim"] < 0.1 for x in steps + vals)  # logged; D starts at C, so near 0
 
 
 @pytest.mark.slow

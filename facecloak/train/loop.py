@@ -94,11 +94,12 @@ class Critics(torch.nn.Module):
         self.loss_size = loss_size
 
     def terms(self, cover, deid, feat_embed, margin: float | None = None, degrade: torch.Generator | None = None,
-              kinds: tuple[str, ...] | None = None) -> dict[str, torch.Tensor]:
-        """The loss terms (the paper's five and ``ssim``) and ``cos``, the plain cos(EN(C), EN(D)) for the log.
+              kinds: tuple[str, ...] = DEGRADATIONS, ssim: bool = False) -> dict[str, torch.Tensor]:
+        """The paper's five loss terms (``ssim`` too when asked: a 256-px pass that a run with
+        λ_ssim = 0 need not pay for) and ``cos``, the plain cos(EN(C), EN(D)) for the log.
 
         ``degrade``: a generator; when given, EN sees a randomly degraded D (``train.eot``), one of
-        ``kinds`` (default ``train.eot.DEGRADATIONS``).
+        ``kinds``.
         """
         from ..models.lpips import unit_normalize
         from .eot import random_degrade
@@ -114,16 +115,18 @@ class Critics(torch.nn.Module):
             f_c = self.en(cover)
         td = self.lpips.trunk(d * 2 - 1)
         lp = sum(lin((unit_normalize(a) - unit_normalize(b)) ** 2).mean(dim=(1, 2, 3)) for lin, a, b in zip(self.lpips.lins, tc, td))
-        f_d = self.en(random_degrade(deid, degrade, kinds or DEGRADATIONS)[0] if degrade is not None else deid)
-        return {
+        f_d = self.en(random_degrade(deid, degrade, kinds)[0] if degrade is not None else deid)
+        out = {
             "rec": L.rec_loss(cover, deid),
-            "ssim": L.ssim_loss(cover, deid),
             "perc": L.perc_loss(tc[-1], td[-1]),
             "lpips": lp.mean(),
             "near": L.near_loss(feat_embed, f_d),
             "far": L.far_loss(f_c, f_d, margin),
             "cos": torch.nn.functional.cosine_similarity(f_c, f_d, dim=1).mean().detach(),
         }
+        if ssim:
+            out["ssim"] = L.ssim_loss(cover, deid)
+        return out
 
 
 def build_fake_bank(cfg: TrainConfig, en, device) -> FakeBank:
@@ -225,7 +228,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
                 e = bank.sample(cover.shape[0], g).to(device)
                 with torch.autocast(device.type, torch.bfloat16, enabled=amp):
                     deid = model(cover, e)
-                    terms = critics.terms(cover, deid.float(), e, cfg.weights.far_margin, g if cfg.eot else None, cfg.eot_kinds)
+                    terms = critics.terms(cover, deid.float(), e, cfg.weights.far_margin, g if cfg.eot else None, cfg.eot_kinds, cfg.weights.ssim > 0)
                     loss = L.total_loss(terms, cfg.weights)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
@@ -288,7 +291,7 @@ def _validate(hn, critics, loader, bank, cfg, device, amp) -> dict:
         e = bank.sample(cover.shape[0], g).to(device)
         with torch.autocast(device.type, torch.bfloat16, enabled=amp):
             deid = hn(cover, e)
-            terms = critics.terms(cover, deid.float(), e, cfg.weights.far_margin)
+            terms = critics.terms(cover, deid.float(), e, cfg.weights.far_margin, ssim=cfg.weights.ssim > 0)
             terms["loss"] = L.total_loss(terms, cfg.weights)
         for k, v in terms.items():
             sums[k] = sums.get(k, 0.0) + v.item() * cover.shape[0]
