@@ -71,3 +71,19 @@ def test_warp_config_survives_a_round_trip(tmp_path):
     assert back.config.warp_px == 1.5 and back.config.warp_grid == 8
     c, f = inputs()
     assert torch.allclose(back(c, f), m(c, f), atol=1e-6)
+
+
+def test_components_are_the_residual_and_the_flow_that_forward_composes():
+    """forward(C, E) == clamp(warp(C, flow) + residual); without a warp head the flow is None."""
+    torch.manual_seed(0)
+    m = HidingNet(cfg(warp_px=2.0, warp_grid=8))
+    torch.nn.init.normal_(m.head.weight, std=0.5)
+    torch.nn.init.normal_(m.flow_head.weight, std=0.5)
+    c, f = inputs()
+    r, flow = m.components(c, f)
+    assert r.shape == c.shape and flow.shape == (2, 2, 64, 64)
+    assert r.abs().max() <= 0.1 + 1e-6 and flow.abs().max() > 1e-3  # both parts do something, within bounds
+    assert torch.allclose(m(c, f), (warp(c, flow) + r).clamp(0, 1), atol=1e-6)
+    plain = HidingNet(cfg())
+    r0, none = plain.components(c, f)
+    assert none is None and torch.allclose(plain(c, f), (c + r0).clamp(0, 1))

@@ -150,6 +150,15 @@ class HidingNet(nn.Module):
             nn.init.zeros_(self.flow_head.bias)
 
     def forward(self, cover: torch.Tensor, feature: torch.Tensor) -> torch.Tensor:
+        """D = clamp(warp(C, flow) + residual, 0, 1), from :meth:`components`."""
+        residual, flow = self.components(cover, feature)
+        if flow is not None:
+            cover = warp(cover, flow)
+        return (cover + residual).clamp(0, 1)
+
+    def components(self, cover: torch.Tensor, feature: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The network's two outputs at the cover's size: the bounded, low-passed residual, and the
+        warp's flow field (None without a warp head)."""
         d = feature.shape[1]
         if d != self.config.feature_dim:
             raise ValueError(f"feature has {d} dims, the network was built for {self.config.feature_dim}")
@@ -170,10 +179,8 @@ class HidingNet(nn.Module):
             residual = gaussian_lowpass(residual, self.config.smooth_sigma)
         if work != size:
             residual = F.interpolate(residual, size=cover.shape[-2:], mode="bilinear", align_corners=False)
-        if self.config.warp_px > 0:
-            flow = smooth_flow(self.flow_head(x), self.config.warp_px, self.config.warp_grid, size)
-            cover = warp(cover, flow)
-        return (cover + residual).clamp(0, 1)
+        flow = smooth_flow(self.flow_head(x), self.config.warp_px, self.config.warp_grid, size) if self.config.warp_px > 0 else None
+        return residual, flow
 
 
 def gaussian_lowpass(x: torch.Tensor, sigma: float, radius_sigmas: float = 2.0) -> torch.Tensor:
