@@ -188,3 +188,46 @@ def test_param_groups_give_the_warp_head_its_own_step():
     assert sum(len(g["params"]) for g in groups) == len(list(warped.parameters()))
     plain = HidingNet(HidingNetConfig(width=4, size=64))
     assert [g["lr"] for g in param_groups(plain, 1e-4, 10.0)] == [1e-4]
+
+
+def test_soften_removes_fine_detail_like_an_enlarged_small_face():
+    import random
+
+    import numpy as np
+
+    from facecloak.train.data import soften
+
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (256, 256, 3), dtype=np.uint8)  # all fine detail
+    y = soften(x, random.Random(1))
+    assert y.shape == x.shape and y.dtype == np.uint8
+    grad = lambda a: np.abs(np.diff(a.astype(float), axis=1)).mean()  # noqa: E731
+    assert grad(y) < 0.5 * grad(x)  # high frequencies gone
+    assert abs(y.astype(float).mean() - x.astype(float).mean()) < 2  # brightness kept
+    assert np.array_equal(soften(x, random.Random(1)), y)  # seeded
+    flat = np.full((256, 256, 3), 77, np.uint8)
+    assert np.array_equal(soften(flat, random.Random(2)), flat)  # nothing to lose, nothing changed
+
+
+def test_soft_covers_share_and_the_default_leaves_covers_as_before(tmp_path):
+    import numpy as np
+
+    import random
+
+    from facecloak.train.data import CoverDataset, augment, list_crops, read_rgb, to_tensor
+
+    paths = list_crops(COVERS)[:4]
+    off, on = (CoverDataset(paths, True, seed=3, soft=s) for s in (0.0, 1.0))
+    for i in range(len(paths)):
+        before = to_tensor(augment(read_rgb(paths[i]), random.Random(hash((3, 0, i)) & 0xFFFFFFFF)))  # what runs drew before
+        assert torch.equal(off[i], before)  # soft 0: the same covers as every earlier run
+        assert not torch.equal(on[i], off[i])  # soft 1: every cover softened
+    grad = lambda t: (t[..., 1:] - t[..., :-1]).abs().mean().item()  # noqa: E731
+    assert np.mean([grad(on[i]) for i in range(4)]) < np.mean([grad(off[i]) for i in range(4)])
+    out = tmp_path / "run"
+    r = CliRunner().invoke(app, ["train", *tiny(2), "--out", str(out), "--soft-covers", "0.5"])
+    assert r.exit_code == 0, r.output
+    import json
+
+    assert json.loads((out / "config.json").read_text())["config"]["soft_covers"] == 0.5
+    assert CliRunner().invoke(app, ["train", *tiny(2), "--out", str(out), "--soft-covers", "1.5"]).exit_code == 2

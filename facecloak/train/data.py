@@ -60,11 +60,23 @@ def augment(rgb: np.ndarray, rng: random.Random) -> np.ndarray:
     return np.clip(x, 0, 255).astype(np.uint8)
 
 
-class CoverDataset(Dataset):
-    """Canonical 256 face crops; augmented when ``train`` is true, as-is for validation."""
+def soften(rgb: np.ndarray, rng: random.Random, lo: float = 0.3, hi: float = 0.7) -> np.ndarray:
+    """A sharp crop made to look like an enlarged small face: shrink by f ~ U(lo, hi) (area
+    average), then enlarge back (bicubic), as aligning a face of f · 256 px to the 256 template does."""
+    import cv2
 
-    def __init__(self, paths: list[Path], train: bool = True, seed: int = 0, size: int = 256):
-        self.paths, self.train, self.seed, self.size = list(paths), train, seed, size
+    s = rgb.shape[0]
+    n = max(8, round(s * rng.uniform(lo, hi)))
+    small = cv2.resize(np.ascontiguousarray(rgb), (n, n), interpolation=cv2.INTER_AREA)
+    return np.clip(cv2.resize(small, (s, s), interpolation=cv2.INTER_CUBIC), 0, 255).astype(np.uint8)
+
+
+class CoverDataset(Dataset):
+    """Canonical 256 face crops; augmented when ``train`` is true, as-is for validation.
+    ``soft``: the share of training covers also passed through :func:`soften`."""
+
+    def __init__(self, paths: list[Path], train: bool = True, seed: int = 0, size: int = 256, soft: float = 0.0):
+        self.paths, self.train, self.seed, self.size, self.soft = list(paths), train, seed, size, soft
         self.epoch = 0
 
     def __len__(self) -> int:
@@ -73,7 +85,10 @@ class CoverDataset(Dataset):
     def __getitem__(self, i: int) -> torch.Tensor:
         rgb = read_rgb(self.paths[i], self.size)
         if self.train:
-            rgb = augment(rgb, random.Random(hash((self.seed, self.epoch, i)) & 0xFFFFFFFF))
+            rng = random.Random(hash((self.seed, self.epoch, i)) & 0xFFFFFFFF)
+            rgb = augment(rgb, rng)
+            if self.soft and rng.random() < self.soft:
+                rgb = soften(rgb, rng)
         return to_tensor(rgb)
 
 

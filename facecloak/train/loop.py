@@ -53,6 +53,7 @@ class TrainConfig:
     eot_kinds: tuple[str, ...] = DEGRADATIONS  # what train.eot.random_degrade draws from
     grow_covers: bool = False  # re-list the cover folders every epoch (covers still being generated)
     checkpoint_every: int | None = None  # also validate and checkpoint every N steps (long epochs on a CPU)
+    soft_covers: float = 0.0  # share of training covers made soft, as an enlarged small face (train.data.soften)
     warp_lr_mult: float = 1.0  # the warp head learns at lr x this (a head added to trained weights starts at zero)
     hn: HidingNetConfig = field(default_factory=HidingNetConfig)
     weights: L.LossWeights = field(default_factory=L.LossWeights)
@@ -177,7 +178,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
         train_paths, val_paths = paths, list_crops(Path(cfg.val_covers))
     else:
         train_paths, val_paths = split_train_val(paths, cfg.val_fraction, cfg.seed)
-    train_ds, val_ds = CoverDataset(train_paths, True, cfg.seed), CoverDataset(val_paths, False)
+    train_ds, val_ds = CoverDataset(train_paths, True, cfg.seed, soft=cfg.soft_covers), CoverDataset(val_paths, False)
     sampler = DistributedSampler(train_ds, world, rank, shuffle=True, seed=cfg.seed) if world > 1 else None
     loader = DataLoader(
         train_ds, cfg.batch_size, shuffle=sampler is None, sampler=sampler, num_workers=cfg.num_workers, drop_last=len(train_ds) >= cfg.batch_size * world
