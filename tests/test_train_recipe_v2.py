@@ -210,9 +210,10 @@ def test_soften_removes_fine_detail_like_an_enlarged_small_face():
 
 
 def test_soft_covers_share_and_the_default_leaves_covers_as_before(tmp_path):
-    import numpy as np
-
+    import json
     import random
+
+    import numpy as np
 
     from facecloak.train.data import CoverDataset, augment, list_crops, read_rgb, to_tensor
 
@@ -227,7 +228,5 @@ def test_soft_covers_share_and_the_default_leaves_covers_as_before(tmp_path):
     out = tmp_path / "run"
     r = CliRunner().invoke(app, ["train", *tiny(2), "--out", str(out), "--soft-covers", "0.5"])
     assert r.exit_code == 0, r.output
-    import json
-
     assert json.loads((out / "config.json").read_text())["config"]["soft_covers"] == 0.5
     assert CliRunner().invoke(app, ["train", *tiny(2), "--out", str(out), "--soft-covers", "1.5"]).exit_code == 2

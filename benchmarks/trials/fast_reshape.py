@@ -21,7 +21,6 @@ import argparse
 import random
 
 import torch
-import torch.nn.functional as F
 
 
 def local_std(x: torch.Tensor, sigma: float = 1.5) -> torch.Tensor:
@@ -38,7 +37,7 @@ def reshaped(name: str):
     vals = {a[0]: float(a[1:]) for a in args}
 
     def run(x: torch.Tensor, keys: list[str], ctx) -> torch.Tensor:
-        from facecloak.models.hiding import warp
+        from facecloak.models.warp import warp
 
         ck = ctx.cloaker
         rngs = [random.Random(f"{ctx.cfg.seed}:{k}") for k in keys]  # as eval's facecloak rows
@@ -61,15 +60,9 @@ def main() -> None:
     ap.add_argument("--weights", default=None)
     ap.add_argument("--out", required=True)
     args = ap.parse_args()
-    torch.set_num_threads(1)
-    from facecloak.eval import benchmark as B
-    from facecloak.eval import runner as R
+    from crop_rows import eval_crops_with_rows
 
-    names = [v for v in args.variants.split(",") if v]
-    table = R.method_table
-    R.method_table = lambda cfg: {**table(cfg), **{n: reshaped(n) for n in names}}
-    cfg = R.EvalConfig(methods=("facecloak_fast", *names), out=args.out, weights=args.weights, e2e=False, device="cpu")
-    R.run_eval(B.orl_benchmark(0, "cpu"), cfg)
+    eval_crops_with_rows({n: reshaped(n) for n in args.variants.split(",") if n}, args.out, args.weights)
 
 
 if __name__ == "__main__":

@@ -49,15 +49,10 @@ def main() -> None:
     ap.add_argument("--weights", default=None)
     ap.add_argument("--out", required=True)
     args = ap.parse_args()
-    torch.set_num_threads(1)
-    from facecloak.eval import benchmark as B
-    from facecloak.eval import runner as R
+    from crop_rows import eval_crops_with_rows
 
     targets = [float(t) for t in args.targets.split(",")]
-    table = R.method_table
-    R.method_table = lambda cfg: {**table(cfg), **{f"auto_t{t:g}": per_face(t) for t in targets}}
-    cfg = R.EvalConfig(methods=("facecloak_fast", *(f"auto_t{t:g}" for t in targets)), out=args.out, weights=args.weights, e2e=False, device="cpu")
-    R.run_eval(B.orl_benchmark(0, "cpu"), cfg)
+    eval_crops_with_rows({f"auto_t{t:g}": per_face(t) for t in targets}, args.out, args.weights)
 
 
 if __name__ == "__main__":
