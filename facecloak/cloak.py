@@ -36,6 +36,22 @@ def scale_residual(cover: torch.Tensor, deid: torch.Tensor, s: float) -> torch.T
     return deid if s == 1.0 else (cover + s * (deid - cover)).clamp(0, 1)
 
 
+#: A cover is greyscale when no pixel's channels differ by more than this (a grey JPEG decoded as
+#: RGB carries a little chroma noise).
+GREY_TOL = 4 / 255
+
+
+def keep_grey(cover: torch.Tensor, deid: torch.Tensor, tol: float = GREY_TOL) -> torch.Tensor:
+    """D unchanged for colour covers; for a greyscale cover (max over pixels of max_c C − min_c C
+    ≤ ``tol``) D' = clamp(C + mean_c(D − C), 0, 1): the change loses its colour, so a black-and-white
+    photo stays black and white. (B, 3, H, W) in [0, 1]."""
+    grey = (cover.amax(1) - cover.amin(1)).flatten(1).amax(1) <= tol
+    if not bool(grey.any()):
+        return deid
+    flat = (cover + (deid - cover).mean(1, keepdim=True)).clamp(0, 1)
+    return torch.where(grey.view(-1, 1, 1, 1), flat, deid)
+
+
 @dataclass
 class CloakConfig:
     """Options of a protect run; the CLI maps its flags onto these.
@@ -43,7 +59,7 @@ class CloakConfig:
     mode: "fast" (hiding network only, as in the paper) or "strong" (plus a per-face
         optimisation of a smooth edit, ``facecloak.strong``).
     strength: low | medium | high. Fast mode: the network's residual scaled by ``FAST_SCALES``
-        (see :func:`scale_residual`); strong mode: the preset ``facecloak.strong.PRESETS``.
+        times the weights' own ``fast_scale`` (see :func:`scale_residual`); strong mode: the preset ``facecloak.strong.PRESETS``.
     strong_steps: caps strong mode's steps per face (None: the preset's own budget).
     min_face: faces whose eye distance is below this many pixels are reported, not changed.
     far_cos: a fake identity must have cos < far_cos to the face's own EN feature.
@@ -218,11 +234,11 @@ class Cloaker:
             c = covers[i : i + self.cfg.batch_size].to(self.device)
             f = fake_feats[i : i + self.cfg.batch_size].to(self.device)
             with torch.no_grad(), torch.autocast("cuda", torch.float16, enabled=self.device.type == "cuda"):
-                d = self.hn(c, f).float()
+                d = keep_grey(c, self.hn(c, f).float())
             if self.cfg.mode == "strong":
                 d = self._strong_refine(c, d, f, strong)
             else:
-                d = scale_residual(c, d, FAST_SCALES[self.cfg.strength])
+                d = scale_residual(c, d, FAST_SCALES[self.cfg.strength] * getattr(self.hn, "fast_scale", 1.0))
             outs.append(d.cpu())
         return torch.cat(outs) if outs else covers.new_zeros(0, 3, 256, 256)
 

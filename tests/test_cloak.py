@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 import torch
 
 from facecloak.cloak import face_mask, paste_delta, pick_identity, photo_rng
@@ -57,6 +58,17 @@ def test_protect_images_changes_only_faces_and_keeps_size():
     assert not diff[:5].any() and not diff[-5:].any()
     for f in res.faces:
         assert 15 < f.psnr < 60
+
+
+def test_a_black_and_white_photo_stays_black_and_white():
+    img = photo()
+    grey = np.repeat(img.mean(2, keepdims=True).round().astype(np.uint8), 3, axis=2)
+    det = FixedDetector(default=[landmarks_at(150, 200), landmarks_at(450, 200)])
+    out = tiny_cloaker(det).protect(grey).rgb
+    assert (out != grey).any()  # protected
+    assert np.array_equal(out[..., 0], out[..., 1]) and np.array_equal(out[..., 1], out[..., 2])
+    change = tiny_cloaker(det).protect(img).rgb.astype(int) - img
+    assert not np.array_equal(change[..., 0], change[..., 1])  # on a colour photo the change has colour
 
 
 def test_seed_reproducible_and_photo_dependent():
@@ -120,6 +132,44 @@ def test_fast_strength_scales_the_networks_change():
     assert change["low"] < change["medium"] < change["high"]
     for name, s in FAST_SCALES.items():
         assert torch.allclose(outs[name], covers + s * (outs["medium"] - covers), atol=1e-6)
+
+
+def test_keep_grey_takes_the_colour_out_of_a_grey_faces_change_only():
+    from facecloak.cloak import keep_grey
+
+    g = torch.Generator().manual_seed(0)
+    grey = torch.rand(1, 1, 16, 16, generator=g).expand(1, 3, 16, 16) * 0.6 + 0.2
+    colour = torch.rand(1, 3, 16, 16, generator=g) * 0.6 + 0.2
+    covers = torch.cat([grey, colour])
+    change = 0.05 * torch.randn(2, 3, 16, 16, generator=g)
+    out = keep_grey(covers, covers + change)
+    assert torch.allclose(out[0, 0], out[0, 1]) and torch.allclose(out[0, 1], out[0, 2])  # still grey
+    assert torch.allclose(out[0] - covers[0], change[0].mean(0, keepdim=True).expand(3, -1, -1), atol=1e-6)
+    assert torch.equal(out[1], covers[1] + change[1])  # a colour face keeps its change
+    noisy = grey + (torch.rand(1, 3, 16, 16, generator=g) - 0.5) * 3 / 255  # a grey JPEG's chroma noise
+    moved = keep_grey(noisy, noisy + change[:1]) - noisy
+    assert torch.allclose(moved[0, 0], moved[0, 2], atol=1e-6)
+
+
+def test_weights_carry_their_own_fast_scale(tmp_path):
+    from facecloak.cloak import FAST_SCALES
+    from facecloak.models.hiding import load_hiding_net, save_hiding_net
+
+    torch.manual_seed(0)
+    covers = torch.rand(2, 3, 256, 256) * 0.6 + 0.2
+    ck = tiny_cloaker(strength="medium")
+    raw = ck.protect_aligned(covers, ck.bank[:2])  # a network without the field: scale 1
+    save_hiding_net(ck.hn, tmp_path / "old.safetensors")
+    save_hiding_net(ck.hn, tmp_path / "cal.safetensors", extra={"fast_scale": 0.9})
+    assert load_hiding_net(tmp_path / "old.safetensors").fast_scale == 1.0
+    for name in ("medium", "high"):
+        ck = tiny_cloaker(strength=name)
+        ck.hn = load_hiding_net(tmp_path / "cal.safetensors")
+        want = covers + 0.9 * FAST_SCALES[name] * (raw - covers)
+        assert torch.allclose(ck.protect_aligned(covers, ck.bank[:2]), want, atol=1e-5)
+    save_hiding_net(ck.hn, tmp_path / "bad.safetensors", extra={"fast_scale": 0.0})
+    with pytest.raises(ValueError, match="fast_scale"):
+        load_hiding_net(tmp_path / "bad.safetensors")
 
 
 def test_cli_rejects_an_unknown_strength(tmp_path):

@@ -128,6 +128,12 @@ class HidingNet(nn.Module):
     paper describes (section 4.8), which is also what survives the section 4.9 attacks.
     """
 
+    #: The weights' own calibration of fast mode's strength: `medium` is D = C + fast_scale (D − C)
+    #: (``facecloak.cloak.scale_residual``), `low` / `high` scale it by 0.75 / 1.25 as before. Read
+    #: from the file's ``fast_scale`` metadata (absent: 1, every network up to v0.7), chosen where
+    #: the network meets its quality and protection figures together (model card).
+    fast_scale: float = 1.0
+
     def __init__(self, config: HidingNetConfig | None = None):
         super().__init__()
         self.config = cfg = config or HidingNetConfig()
@@ -213,7 +219,8 @@ def save_hiding_net(model: HidingNet, path, half: bool = False, extra: dict | No
 
 
 def load_hiding_net(path, device: str | torch.device = "cpu") -> HidingNet:
-    """Build the network from the file's config metadata and load its weights strictly."""
+    """Build the network from the file's config metadata and load its weights strictly (and its
+    calibrated ``fast_scale``, when the file has one)."""
     import json
 
     from safetensors import safe_open
@@ -227,6 +234,9 @@ def load_hiding_net(path, device: str | torch.device = "cpu") -> HidingNet:
     model = HidingNet(cfg)
     sd = {k: v.float() for k, v in load_file(str(path)).items()}
     _check_fit(path, *model.load_state_dict(sd, strict=False))
+    model.fast_scale = float(json.loads(meta.get("fast_scale", "1.0")))
+    if not 0 < model.fast_scale <= 2:
+        raise ValueError(f"{path}: fast_scale {model.fast_scale} is outside (0, 2]")
     return model.to(device).eval()
 
 
