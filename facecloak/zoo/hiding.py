@@ -18,7 +18,7 @@ from .registry import LocalSource, ModelNotAvailable, ModelRecord, register
 
 HIDING_FILE = "hiding_net.safetensors"
 BANK_FILE = "fake_bank.safetensors"
-HIDING_SHA256 = "0901a808c424254dccac3526cb1b0849535bd1cd02b183f4d951cc6490bc4208"  # weights/README.md says how it was trained
+HIDING_SHA256 = "ff26c90ea424a7e157a8e5fbf61eb6d1c473239261a51d46b8cfc32831ae1304"  # weights/README.md says how it was trained
 BANK_SHA256 = "25c6b9784033c42b4221250367b32db82bb8942fc7e2490192bf776aa5feddb4"
 
 
