@@ -1,6 +1,7 @@
 """`facecloak eval` with fast mode's default strength (``FAST_SCALES["medium"]``) set to another
 factor s, so a candidate default is measured end to end as well as on crops (``--sweep`` scales
-the crops only).
+the crops only). The factor replaces `medium`'s 1 and is still multiplied by the weights' own
+``fast_scale`` (v0.8: 1.1), so on v0.8's shipped file s = 1 of its raw change is 0.909.
 
 Run (model card, "Quality vs protection", "Between `low` and `medium`": v0.7 at s = 0.8)::
 
