@@ -421,6 +421,7 @@ def train(
     warp_lr_mult: Annotated[float, typer.Option("--warp-lr-mult", help="The warp head learns at lr x this.")] = 1.0,
     far_margin: Annotated[Optional[float], typer.Option("--far-margin", help="Hinge the far term: stop pushing once cos(EN(C), EN(D)) < margin.")] = None,
     lam_ssim: Annotated[float, typer.Option("--lambda-ssim", help="Weight of 1 - SSIM(C, D) at 256 px (not in the paper; 0: off).")] = 0.0,
+    lam_mid: Annotated[float, typer.Option("--lambda-mid", help="Weight of the cosine between EN's intermediate feature maps of C and D (end of stage 2; not in the paper; 0: off). Pushes D from C where other recognizers still share features.")] = 0.0,
     eot: Annotated[bool, typer.Option("--eot", help="EN sees a randomly blurred / resized / quantised D, so the change survives them.")] = False,
     eot_kinds: Annotated[str, typer.Option("--eot-kinds", help="Comma list the --eot degradation is drawn from, uniformly (repeat a kind to draw it more often): none, blur, resize, quantize, photo (re-alignment + small face + lossy save).")] = "none,blur,resize,quantize",
     n_fakes: Annotated[int, typer.Option("--n-fakes", help="Number of fake identities in the training bank.")] = 1024,
@@ -477,7 +478,7 @@ def train(
         warp_lr_mult=warp_lr_mult,
         hn=HidingNetConfig(width=width, max_delta=max_delta, head_init_std=head_init_std, smooth_sigma=smooth_sigma, work_size=work_size,
                             warp_px=warp_px, warp_grid=warp_grid),
-        weights=LossWeights(lam_rec, lam_perc, lam_lpips, lam_near, lam_far, far_margin, lam_ssim),
+        weights=LossWeights(lam_rec, lam_perc, lam_lpips, lam_near, lam_far, far_margin, lam_ssim, lam_mid),
     )
     try:
         summary = run_train(cfg, progress=not quiet)

@@ -40,6 +40,34 @@ def test_ssim_loss_is_one_minus_the_evaluations_ssim_and_off_by_default():
     assert L.total_loss(terms, L.LossWeights(1, 1, 1, 1, 1, ssim=2.0)).item() == pytest.approx(7.0)
 
 
+def test_mid_loss_is_the_cosine_of_whole_feature_maps_and_off_by_default():
+    c = torch.zeros(2, 2, 2, 2)
+    c[:, 0] = 1.0  # every position points along channel 0
+    d = c.clone()
+    d[1] = 0.0
+    d[1, 1] = 1.0  # face 1: every position along channel 1, orthogonal to its cover
+    assert L.mid_loss(c, d).item() == pytest.approx((1.0 + 0.0) / 2)
+    d.requires_grad_(True)
+    L.mid_loss(c, d).backward()
+    assert d.grad.abs().sum() > 0
+    terms = {k: torch.tensor(1.0) for k in L.LOSS_TERMS}
+    assert L.total_loss(terms, L.LossWeights(1, 1, 1, 1, 1)).item() == pytest.approx(5.0)  # λ_mid 0: off
+    assert L.total_loss(terms, L.LossWeights(1, 1, 1, 1, 1, mid=3.0)).item() == pytest.approx(8.0)
+
+
+def test_mobilefacenet_tap_is_the_same_pass():
+    from facecloak.models.mobilefacenet import MobileFaceNet
+
+    torch.manual_seed(0)
+    net = MobileFaceNet().eval()
+    x = torch.randn(2, 3, 112, 112)
+    with torch.no_grad():
+        e, h = net.forward_tap(x, 11)
+        assert torch.equal(net(x), e) and net.forward_tap(x)[1] is None
+        assert h.shape == (2, 256, 14, 14)
+        assert torch.allclose(net.blocks[:12](net.stem(x)), h)
+
+
 def test_total_loss_ignores_logged_extras():
     terms = {k: torch.tensor(1.0) for k in L.LOSS_TERMS} | {"cos": torch.tensor(100.0)}
     w = L.LossWeights(1, 1, 1, 1, 1)
@@ -159,6 +187,21 @@ def test_train_with_an_ssim_term_and_the_photo_eot(tmp_path):
     log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     steps, vals = [x for x in log if "loss" in x], [x["val"] for x in log if "val" in x]
     assert steps and vals and all(0 <= x["ssim"] < 0.1 for x in steps + vals)  # logged; D starts at C, so near 0
+
+
+def test_train_with_a_mid_feature_term(tmp_path):
+    import json
+
+    out = tmp_path / "run"
+    r = CliRunner().invoke(app, ["train", *tiny(2), "--out", str(out), "--lambda-mid", "3"])
+    assert r.exit_code == 0, r.output
+    assert json.loads((out / "config.json").read_text())["config"]["weights"]["mid"] == 3.0
+    log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    steps, vals = [x for x in log if "loss" in x], [x["val"] for x in log if "val" in x]
+    assert steps and vals and all(0.9 < x["mid"] <= 1.0 + 1e-5 for x in steps + vals)  # D starts at C: maps alike
+    base = tmp_path / "base"
+    assert CliRunner().invoke(app, ["train", *tiny(2), "--out", str(base)]).exit_code == 0
+    assert all("mid" not in x for x in map(json.loads, (base / "log.jsonl").read_text().splitlines()))  # λ_mid 0: not computed
 
 
 @pytest.mark.slow

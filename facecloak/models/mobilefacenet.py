@@ -70,8 +70,19 @@ class MobileFaceNet(nn.Module):
         self.features = nn.BatchNorm1d(embedding_dim, eps=1e-5)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.head(self.blocks(self.stem(x)))
-        return self.features(self.fc(x.flatten(1)))
+        return self.forward_tap(x)[0]
+
+    def forward_tap(self, x: torch.Tensor, tap: int | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(embedding, the feature map after block ``tap`` of ``blocks``; None when ``tap`` is None).
+        Block 11 ends stage 2 (256 channels, 14x14), block 4 ends stage 1 (128, 28x28)."""
+        x = self.stem(x)
+        mid = None
+        for i, block in enumerate(self.blocks):
+            x = block(x)
+            if i == tap:
+                mid = x
+        x = self.head(x)
+        return self.features(self.fc(x.flatten(1))), mid
 
 
 def onnx_to_state_dict(onnx_path: str) -> "OrderedDict[str, torch.Tensor]":

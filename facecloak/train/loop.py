@@ -24,6 +24,9 @@ from . import losses as L
 from .data import CoverDataset, FakeBank, list_crops, split_train_val
 from .eot import DEGRADATIONS
 
+#: The EN block whose output map L_mid compares (the end of MobileFaceNet's stage 2, 14x14x256).
+MID_TAP = 11
+
 
 @dataclass
 class TrainConfig:
@@ -95,9 +98,10 @@ class Critics(torch.nn.Module):
         self.loss_size = loss_size
 
     def terms(self, cover, deid, feat_embed, margin: float | None = None, degrade: torch.Generator | None = None,
-              kinds: tuple[str, ...] = DEGRADATIONS, ssim: bool = False) -> dict[str, torch.Tensor]:
+              kinds: tuple[str, ...] = DEGRADATIONS, ssim: bool = False, mid: bool = False) -> dict[str, torch.Tensor]:
         """The paper's five loss terms (``ssim`` too when asked: a 256-px pass that a run with
-        λ_ssim = 0 need not pay for) and ``cos``, the plain cos(EN(C), EN(D)) for the log.
+        λ_ssim = 0 need not pay for; ``mid`` too when asked, from the same EN passes, at
+        ``MID_TAP``) and ``cos``, the plain cos(EN(C), EN(D)) for the log.
 
         ``degrade``: a generator; when given, EN sees a randomly degraded D (``train.eot``), one of
         ``kinds``.
@@ -113,10 +117,10 @@ class Critics(torch.nn.Module):
         # last tap, relu5_3: LPIPS's scaling layer is ImageNet normalisation for [-1, 1] input).
         with torch.no_grad():
             tc = self.lpips.trunk(c * 2 - 1)
-            f_c = self.en(cover)
+            f_c, h_c = self._en(cover, mid)
         td = self.lpips.trunk(d * 2 - 1)
         lp = sum(lin((unit_normalize(a) - unit_normalize(b)) ** 2).mean(dim=(1, 2, 3)) for lin, a, b in zip(self.lpips.lins, tc, td))
-        f_d = self.en(random_degrade(deid, degrade, kinds)[0] if degrade is not None else deid)
+        f_d, h_d = self._en(random_degrade(deid, degrade, kinds)[0] if degrade is not None else deid, mid)
         out = {
             "rec": L.rec_loss(cover, deid),
             "perc": L.perc_loss(tc[-1], td[-1]),
@@ -127,7 +131,14 @@ class Critics(torch.nn.Module):
         }
         if ssim:
             out["ssim"] = L.ssim_loss(cover, deid)
+        if mid:
+            out["mid"] = L.mid_loss(h_c, h_d)
         return out
+
+    def _en(self, x: torch.Tensor, mid: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """EN's normalised feature and, when ``mid``, its feature map at ``MID_TAP``."""
+        e, h = self.en.embed_tap(x, MID_TAP if mid else None)
+        return torch.nn.functional.normalize(e.float(), dim=1), h
 
 
 def build_fake_bank(cfg: TrainConfig, en, device) -> FakeBank:
@@ -229,7 +240,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
                 e = bank.sample(cover.shape[0], g).to(device)
                 with torch.autocast(device.type, torch.bfloat16, enabled=amp):
                     deid = model(cover, e)
-                    terms = critics.terms(cover, deid.float(), e, cfg.weights.far_margin, g if cfg.eot else None, cfg.eot_kinds, cfg.weights.ssim > 0)
+                    terms = critics.terms(cover, deid.float(), e, cfg.weights.far_margin, g if cfg.eot else None, cfg.eot_kinds, cfg.weights.ssim > 0, cfg.weights.mid > 0)
                     loss = L.total_loss(terms, cfg.weights)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
@@ -292,7 +303,7 @@ def _validate(hn, critics, loader, bank, cfg, device, amp) -> dict:
         e = bank.sample(cover.shape[0], g).to(device)
         with torch.autocast(device.type, torch.bfloat16, enabled=amp):
             deid = hn(cover, e)
-            terms = critics.terms(cover, deid.float(), e, cfg.weights.far_margin, ssim=cfg.weights.ssim > 0)
+            terms = critics.terms(cover, deid.float(), e, cfg.weights.far_margin, ssim=cfg.weights.ssim > 0, mid=cfg.weights.mid > 0)
             terms["loss"] = L.total_loss(terms, cfg.weights)
         for k, v in terms.items():
             sums[k] = sums.get(k, 0.0) + v.item() * cover.shape[0]

@@ -51,6 +51,14 @@ def far_loss(feat_cover: torch.Tensor, feat_deid: torch.Tensor, margin: float | 
     return (cos if margin is None else F.relu(cos - margin)).mean()
 
 
+def mid_loss(map_cover: torch.Tensor, map_deid: torch.Tensor) -> torch.Tensor:
+    """L_mid = cos(vec h(C), vec h(D)) over EN's intermediate feature map h (the whole map as one
+    vector per face): pushes D away from C where recognizers still share features, below the
+    identity embedding (the intermediate-level attacks ILA/FIA transfer better to other networks
+    than attacks on the last layer). Not one of the paper's five terms; off unless ``--lambda-mid``."""
+    return F.cosine_similarity(map_cover.flatten(1).float(), map_deid.flatten(1).float(), dim=1).mean()
+
+
 @dataclass
 class LossWeights:
     """λ for each term; defaults are the paper's final (fake-E) setting, section 4.7."""
@@ -62,11 +70,12 @@ class LossWeights:
     far: float = 0.125
     far_margin: float | None = None  # hinge on L_far; None = the paper's plain cosine
     ssim: float = 0.0  # λ of 1 − SSIM (not in the paper; 0 = off)
+    mid: float = 0.0  # λ of L_mid, EN's intermediate features (not in the paper; 0 = off)
 
 
 def total_loss(terms: dict[str, torch.Tensor], w: LossWeights) -> torch.Tensor:
-    """L = λ_rec L_rec + λ_perc L_perc + λ_lpips L_lpips + λ_near L_near + λ_far L_far (+ λ_ssim L_ssim)."""
+    """L = λ_rec L_rec + λ_perc L_perc + λ_lpips L_lpips + λ_near L_near + λ_far L_far (+ λ_ssim L_ssim + λ_mid L_mid)."""
     return sum(getattr(w, k) * v for k, v in terms.items() if k in LOSS_TERMS)
 
 
-LOSS_TERMS = ("rec", "perc", "lpips", "near", "far", "ssim")
+LOSS_TERMS = ("rec", "perc", "lpips", "near", "far", "ssim", "mid")

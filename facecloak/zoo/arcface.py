@@ -87,8 +87,12 @@ class ArcFaceRecognizer(Recognizer):
         self.register_buffer("theta", canonical_to_template_theta(ARCFACE_112, 112), persistent=False)
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
+        return self.embed_tap(x)[0]
+
+    def embed_tap(self, x: torch.Tensor, tap: int | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(the unnormalised embedding, MobileFaceNet's feature map after block ``tap``), one pass."""
         face = recrop(x, self.theta, 112)
-        return self.net((face * 255.0 - 127.5) / 127.5)
+        return self.net.forward_tap((face * 255.0 - 127.5) / 127.5, tap)
 
 
 def load_arcface(device: str | torch.device = "cpu", path: str | Path | None = None) -> ArcFaceRecognizer:
