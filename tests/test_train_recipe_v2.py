@@ -204,6 +204,21 @@ def test_train_with_a_mid_feature_term(tmp_path):
     assert all("mid" not in x for x in map(json.loads, (base / "log.jsonl").read_text().splitlines()))  # λ_mid 0: not computed
 
 
+def test_keep_grey_in_training_is_wired_and_off_by_default(tmp_path, monkeypatch):
+    import json
+
+    from facecloak import cloak
+
+    calls = []
+    real = cloak.keep_grey
+    monkeypatch.setattr(cloak, "keep_grey", lambda c, d: calls.append(c.shape[0]) or real(c, d))
+    assert CliRunner().invoke(app, ["train", *tiny(2), "--out", str(tmp_path / "off")]).exit_code == 0
+    assert calls == []
+    r = CliRunner().invoke(app, ["train", *tiny(2), "--out", str(tmp_path / "on"), "--keep-grey"])
+    assert r.exit_code == 0, r.output
+    assert calls and json.loads((tmp_path / "on" / "config.json").read_text())["config"]["keep_grey"] is True
+
+
 @pytest.mark.slow
 def test_train_adds_a_warp_head_to_warp_free_weights(tmp_path):
     """`--init` with v0.3-style weights and `--warp-px`: the new head starts at zero and trains."""

@@ -57,6 +57,7 @@ class TrainConfig:
     grow_covers: bool = False  # re-list the cover folders every epoch (covers still being generated)
     checkpoint_every: int | None = None  # also validate and checkpoint every N steps (long epochs on a CPU)
     soft_covers: float = 0.0  # share of training covers made soft, as an enlarged small face (train.data.soften)
+    keep_grey: bool = False  # train on what protect returns for grey covers: D with its colour taken out (cloak.keep_grey)
     warp_lr_mult: float = 1.0  # the warp head learns at lr x this (a head added to trained weights starts at zero)
     hn: HidingNetConfig = field(default_factory=HidingNetConfig)
     weights: L.LossWeights = field(default_factory=L.LossWeights)
@@ -139,6 +140,14 @@ class Critics(torch.nn.Module):
         """EN's normalised feature and, when ``mid``, its feature map at ``MID_TAP``."""
         e, h = self.en.embed_tap(x, MID_TAP if mid else None)
         return torch.nn.functional.normalize(e.float(), dim=1), h
+
+
+def _as_protected(cover: torch.Tensor, deid: torch.Tensor, grey: bool) -> torch.Tensor:
+    """D as ``facecloak protect`` would return it: with ``grey``, a greyscale cover's change loses
+    its colour (``cloak.keep_grey``), so the losses see what a user gets."""
+    from ..cloak import keep_grey
+
+    return keep_grey(cover, deid) if grey else deid
 
 
 def build_fake_bank(cfg: TrainConfig, en, device) -> FakeBank:
@@ -239,7 +248,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
                 cover = cover.to(device, non_blocking=True)
                 e = bank.sample(cover.shape[0], g).to(device)
                 with torch.autocast(device.type, torch.bfloat16, enabled=amp):
-                    deid = model(cover, e)
+                    deid = _as_protected(cover, model(cover, e), cfg.keep_grey)
                     terms = critics.terms(cover, deid.float(), e, cfg.weights.far_margin, g if cfg.eot else None, cfg.eot_kinds, cfg.weights.ssim > 0, cfg.weights.mid > 0)
                     loss = L.total_loss(terms, cfg.weights)
                 opt.zero_grad(set_to_none=True)
@@ -302,7 +311,7 @@ def _validate(hn, critics, loader, bank, cfg, device, amp) -> dict:
         cover = cover.to(device)
         e = bank.sample(cover.shape[0], g).to(device)
         with torch.autocast(device.type, torch.bfloat16, enabled=amp):
-            deid = hn(cover, e)
+            deid = _as_protected(cover, hn(cover, e), cfg.keep_grey)
             terms = critics.terms(cover, deid.float(), e, cfg.weights.far_margin, ssim=cfg.weights.ssim > 0, mid=cfg.weights.mid > 0)
             terms["loss"] = L.total_loss(terms, cfg.weights)
         for k, v in terms.items():
