@@ -2,7 +2,7 @@
 and where the time of one step goes.
 
 Run: python benchmarks/bench_train.py [--device cpu|cuda] [--batch 8] [--loss-size 256]
-     [--work-size 256] [--steps 5] [--threads N]
+     [--work-size 256] [--loss-crop N] [--ssim] [--steps 5] [--threads N]
 
 Prints JSON: seconds per step, images/s, and a breakdown of one step into HN forward,
 critics forward (EN + VGG) and the backward pass (+ optimiser step). Also the arithmetic of one
@@ -77,6 +77,8 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--loss-size", type=int, default=256)
     ap.add_argument("--work-size", type=int, default=256)
+    ap.add_argument("--loss-crop", type=int, default=0, help="VGG terms on a random N x N window of the loss-size face (0: whole)")
+    ap.add_argument("--ssim", action="store_true", help="add the 256-px SSIM term (v0.8 recipe)")
     ap.add_argument("--steps", type=int, default=5)
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--channels-last", action="store_true")
@@ -84,7 +86,7 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
-    critics = Critics(device, args.loss_size)
+    critics = Critics(device, args.loss_size, args.loss_crop or None)
     hn = HidingNet(HidingNetConfig(head_init_std=0.01, work_size=args.work_size)).to(device)
     fmt = torch.channels_last if args.channels_last else torch.contiguous_format
     hn, critics = hn.to(memory_format=fmt), critics.to(memory_format=fmt)
@@ -101,7 +103,8 @@ def main() -> None:
             d = hn(x, e)
             sync()
             t1 = time.perf_counter()
-            loss = L.total_loss(critics.terms(x, d.float(), e, 0.1, g), L.LossWeights())
+            w = L.LossWeights(ssim=1.0 if args.ssim else 0.0)
+            loss = L.total_loss(critics.terms(x, d.float(), e, 0.1, g, ssim=args.ssim, window=g), w)
             sync()
             t2 = time.perf_counter()
         opt.zero_grad()
@@ -119,8 +122,8 @@ def main() -> None:
     for _ in range(args.steps):
         step(times)
     sec = (time.perf_counter() - t) / args.steps
-    gmac = step_macs(hn, critics, args.loss_size, device)
-    print(json.dumps({"device": str(device), "batch": args.batch, "loss_size": args.loss_size, "work_size": args.work_size,
+    gmac = step_macs(hn, critics, critics.loss_crop or args.loss_size, device)
+    print(json.dumps({"device": str(device), "batch": args.batch, "loss_size": args.loss_size, "loss_crop": critics.loss_crop, "ssim": args.ssim, "work_size": args.work_size,
                       "channels_last": args.channels_last, "threads": torch.get_num_threads(),
                       "seconds_per_step": round(sec, 3), "images_per_s": round(args.batch / sec, 2),
                       "breakdown_s": {k: round(v / args.steps, 3) for k, v in times.items()},

@@ -414,6 +414,7 @@ def train(
     lam_near: Annotated[float, typer.Option("--lambda-near")] = 0.125,
     lam_far: Annotated[float, typer.Option("--lambda-far")] = 0.125,
     loss_size: Annotated[int, typer.Option("--loss-size", help="Resolution for the VGG/LPIPS losses (lower = faster on CPU).")] = 256,
+    loss_crop: Annotated[Optional[int], typer.Option("--loss-crop", min=16, help="The VGG/LPIPS terms see one random N x N window of each --loss-size face per step (an unbiased, (N/loss-size)^2 cheaper estimate; validation scores the whole face). Default: the whole face.")] = None,
     work_size: Annotated[Optional[int], typer.Option("--work-size", help="Resolution the network runs at; its residual is upsampled to 256 (128: 4x cheaper, smooth change). Default: 256.")] = None,
     smooth_sigma: Annotated[float, typer.Option("--smooth-sigma", help="Gaussian low-pass on the residual, px at the work size (0: none).")] = 1.0,
     warp_px: Annotated[float, typer.Option("--warp-px", help="Add a warp head: D = warp(C, flow) + residual, |flow| <= this many pixels (0: none).")] = 0.0,
@@ -474,7 +475,7 @@ def train(
     cfg = TrainConfig(
         covers=covers, val_covers=val_covers, out=str(out), fakes=fakes, n_fakes=n_fakes, epochs=epochs, max_steps=max_steps,
         batch_size=batch_size, lr=lr, val_fraction=val_fraction, seed=seed, device=device, resume=resume,
-        init=init, loss_size=loss_size, eot=eot, eot_kinds=kinds, grow_covers=covers_were_mix, checkpoint_every=checkpoint_every,
+        init=init, loss_size=loss_size, loss_crop=loss_crop, eot=eot, eot_kinds=kinds, grow_covers=covers_were_mix, checkpoint_every=checkpoint_every,
         soft_covers=soft_covers,
         keep_grey=keep_grey,
         warp_lr_mult=warp_lr_mult,

@@ -288,3 +288,106 @@ def test_soft_covers_share_and_the_default_leaves_covers_as_before(tmp_path):
     assert r.exit_code == 0, r.output
     assert json.loads((out / "config.json").read_text())["config"]["soft_covers"] == 0.5
     assert CliRunner().invoke(app, ["train", *tiny(2), "--out", str(out), "--soft-covers", "1.5"]).exit_code == 2
+
+
+def test_random_windows_cut_the_same_corner_from_c_and_d():
+    """Each face's window is one of the four corner k x k slices, the same in C and D; all four
+    are drawn, gradients flow into D, and channels-last stays channels-last."""
+    h = w = 12
+    k = 8
+    pos = torch.arange(h * w, dtype=torch.float32).view(1, 1, h, w)  # each pixel names its place
+    cover = pos.expand(6, 3, h, w).clone()
+    deid = (cover + 1000).requires_grad_(True)
+    g = torch.Generator().manual_seed(0)
+    corners = set()
+    for _ in range(10):
+        c, d, wt = L.random_windows(cover, deid, k, g)
+        assert c.shape == d.shape == (6, 3, k, k) and wt.shape == (6, 1, k, k)
+        for i in range(6):
+            y, x = divmod(int(c[i, 0, 0, 0]), w)
+            corners.add((y, x))
+            assert torch.equal(c[i], cover[i, :, y : y + k, x : x + k])
+            assert torch.equal(d[i], deid[i, :, y : y + k, x : x + k])
+    assert corners == {(0, 0), (0, h - k), (h - k, 0), (h - k, h - k)}
+    d.sum().backward()
+    assert deid.grad.sum() == 6 * 3 * k * k
+    cl = cover.contiguous(memory_format=torch.channels_last)
+    assert L.random_windows(cl, cl, k, g)[0].is_contiguous(memory_format=torch.channels_last)
+    with pytest.raises(ValueError):
+        L.random_windows(cover, cover, h, g)
+
+
+def test_window_weights_make_a_spatial_mean_unbiased():
+    """E over the four windows of the weighted window mean = the whole image's mean, exactly, for a
+    per-pixel loss; the weights are (k/H)^2 / P(p): 1x, 2x, 4x that in the shared middle, edges, corners."""
+    h, k = 12, 8
+    ell = torch.rand(1, 1, h, h) ** 3  # any per-pixel loss map
+    g = torch.Generator().manual_seed(1)
+    seen = {}
+    while len(seen) < 4:
+        _, win, wt = L.random_windows(ell, ell, k, g)
+        seen[(int(wt[0, 0, 0, 0] * 1e6), float(win.sum()))] = (wt * win).mean()
+    assert torch.stack(list(seen.values())).mean() == pytest.approx(ell.mean().item(), rel=1e-5)
+    _, _, wt = L.random_windows(ell, ell, k, g)
+    assert sorted({round(v / (k / h) ** 2, 4) for v in wt.unique().tolist()}) == [1.0, 2.0, 4.0]
+    fmap = torch.zeros(1, 5, k // 4, k // 4)
+    assert L.weights_at(wt, fmap).shape == (1, 1, 2, 2) and L.weights_at(None, fmap) == 1.0
+    # the weighted perceptual MSE on a window is the plain one when the weights are 1
+    a, b = torch.rand(2, 4, 3, 3), torch.rand(2, 4, 3, 3)
+    assert L.perc_loss(a, b, torch.ones(2, 1, 6, 6)).item() == pytest.approx(L.perc_loss(a, b).item())
+
+
+def test_loss_crop_reaches_the_vgg_terms_in_training_only(tmp_path, monkeypatch):
+    """--loss-crop N: every training step's VGG terms see N x N windows; validation sees whole faces;
+    without the option no window is cut (the v0.2-v0.9 recipes)."""
+    import json
+
+    from facecloak.train import loop
+
+    sizes = []
+    real = loop.L.random_windows
+    monkeypatch.setattr(loop.L, "random_windows", lambda c, d, k, g: sizes.append(k) or real(c, d, k, g))
+    trunk_sizes = []
+    real_terms = loop.Critics.terms
+
+    def spy(self, cover, deid, *a, **kw):
+        out = real_terms(self, cover, deid, *a, **kw)
+        trunk_sizes.append((kw.get("window") is not None, self.loss_crop))
+        return out
+
+    monkeypatch.setattr(loop.Critics, "terms", spy)
+    assert CliRunner().invoke(app, ["train", *tiny(2), "--out", str(tmp_path / "off")]).exit_code == 0
+    assert sizes == []
+    trunk_sizes.clear()
+    r = CliRunner().invoke(app, ["train", *tiny(2), "--out", str(tmp_path / "on"), "--loss-crop", "48"])
+    assert r.exit_code == 0, r.output
+    assert sizes == [48, 48]  # the two training steps, not the validation pass
+    assert (True, 48) in trunk_sizes and (False, 48) in trunk_sizes
+    assert json.loads((tmp_path / "on" / "config.json").read_text())["config"]["loss_crop"] == 48
+
+
+@pytest.mark.slow
+def test_windowed_lpips_estimates_the_whole_face_lpips_with_the_real_vgg():
+    """On a real face with a smooth change, the corner-window LPIPS-vgg (the --loss-crop 64 training
+    recipe) averages to the whole-face value; the perceptual MSE at relu5_3, whose receptive field is
+    larger than the window, is biased upward by the window's border (documented in the model card)."""
+    import numpy as np
+    from PIL import Image
+
+    from facecloak.train.loop import Critics
+
+    img = Image.open(COVERS / "obama.jpg").convert("RGB").resize((256, 256))
+    c = torch.from_numpy(np.array(img)).permute(2, 0, 1).float().div(255).unsqueeze(0)
+    noise = torch.nn.functional.interpolate(torch.randn(1, 3, 16, 16, generator=torch.Generator().manual_seed(0)), size=256, mode="bicubic")
+    d = (c + 0.03 * noise).clamp(0, 1)
+    c, d = c.expand(16, -1, -1, -1), d.expand(16, -1, -1, -1)
+    e = torch.nn.functional.normalize(torch.randn(16, 512), dim=1)
+    critics = Critics(torch.device("cpu"), 112, 64)
+    with torch.no_grad():
+        whole = critics.terms(c[:1], d[:1], e[:1])
+        g = torch.Generator().manual_seed(0)
+        est = [critics.terms(c, d, e, window=g) for _ in range(2)]
+    lp = sum(t["lpips"].item() for t in est) / len(est)
+    assert lp == pytest.approx(whole["lpips"].item(), rel=0.15)  # measured: 0.062 vs 0.068
+    assert all(t["rec"].item() == pytest.approx(whole["rec"].item(), rel=1e-4) for t in est)  # pixel terms see the whole face
+    assert sum(t["perc"].item() for t in est) / len(est) > whole["perc"].item()

@@ -52,6 +52,7 @@ class TrainConfig:
     init: str | None = None  # start from these hiding-net weights (same width; cfg.hn's other fields apply)
     log_every: int = 10
     loss_size: int = 256  # resolution the VGG/LPIPS losses see (lower it to train faster on CPU)
+    loss_crop: int | None = None  # VGG/LPIPS terms on a random loss_crop² window of the loss_size image (train.losses.random_windows)
     eot: bool = False  # EN sees a randomly blurred / resized / quantised D (train.eot)
     eot_kinds: tuple[str, ...] = DEGRADATIONS  # what train.eot.random_degrade draws from
     grow_covers: bool = False  # re-list the cover folders every epoch (covers still being generated)
@@ -89,7 +90,7 @@ def _ddp_setup(device: torch.device) -> tuple[int, int]:
 class Critics(torch.nn.Module):
     """The frozen networks the losses need: EN (ArcFace) and VGG-16 (perceptual + LPIPS)."""
 
-    def __init__(self, device: torch.device, loss_size: int = 256):
+    def __init__(self, device: torch.device, loss_size: int = 256, loss_crop: int | None = None):
         super().__init__()
         from ..zoo.arcface import load_arcface
         from ..models.lpips import load_lpips
@@ -97,15 +98,22 @@ class Critics(torch.nn.Module):
         self.en = load_arcface(device=device)
         self.lpips = load_lpips("vgg", device=device)
         self.loss_size = loss_size
+        self.loss_crop = loss_crop if loss_crop and loss_crop < loss_size else None
 
     def terms(self, cover, deid, feat_embed, margin: float | None = None, degrade: torch.Generator | None = None,
-              kinds: tuple[str, ...] = DEGRADATIONS, ssim: bool = False, mid: bool = False) -> dict[str, torch.Tensor]:
+              kinds: tuple[str, ...] = DEGRADATIONS, ssim: bool = False, mid: bool = False,
+              window: torch.Generator | None = None) -> dict[str, torch.Tensor]:
         """The paper's five loss terms (``ssim`` too when asked: a 256-px pass that a run with
         λ_ssim = 0 need not pay for; ``mid`` too when asked, from the same EN passes, at
         ``MID_TAP``) and ``cos``, the plain cos(EN(C), EN(D)) for the log.
 
         ``degrade``: a generator; when given, EN sees a randomly degraded D (``train.eot``), one of
         ``kinds``.
+
+        ``window``: a generator; when given and the critics have a ``loss_crop``, the VGG terms
+        (perceptual, LPIPS) see one of the four corner ``loss_crop``² windows per face, the same in C
+        and D, importance-weighted (``losses.random_windows``): a cheaper, unbiased estimate of
+        their spatial mean. Validation passes none, so it always scores the whole face.
         """
         from ..models.lpips import unit_normalize
         from .eot import random_degrade
@@ -114,17 +122,20 @@ class Critics(torch.nn.Module):
         if self.loss_size != cover.shape[-1]:
             c = torch.nn.functional.interpolate(cover, size=self.loss_size, mode="bilinear", antialias=True)
             d = torch.nn.functional.interpolate(deid, size=self.loss_size, mode="bilinear", antialias=True)
+        w = None
+        if window is not None and self.loss_crop:
+            c, d, w = L.random_windows(c, d, self.loss_crop, window)
         # One VGG-16 pass serves both LPIPS-vgg (all five taps) and the perceptual loss (the
         # last tap, relu5_3: LPIPS's scaling layer is ImageNet normalisation for [-1, 1] input).
         with torch.no_grad():
             tc = self.lpips.trunk(c * 2 - 1)
             f_c, h_c = self._en(cover, mid)
         td = self.lpips.trunk(d * 2 - 1)
-        lp = sum(lin((unit_normalize(a) - unit_normalize(b)) ** 2).mean(dim=(1, 2, 3)) for lin, a, b in zip(self.lpips.lins, tc, td))
+        lp = sum((L.weights_at(w, a) * lin((unit_normalize(a) - unit_normalize(b)) ** 2)).mean(dim=(1, 2, 3)) for lin, a, b in zip(self.lpips.lins, tc, td))
         f_d, h_d = self._en(random_degrade(deid, degrade, kinds)[0] if degrade is not None else deid, mid)
         out = {
             "rec": L.rec_loss(cover, deid),
-            "perc": L.perc_loss(tc[-1], td[-1]),
+            "perc": L.perc_loss(tc[-1], td[-1], w),
             "lpips": lp.mean(),
             "near": L.near_loss(feat_embed, f_d),
             "far": L.far_loss(f_c, f_d, margin),
@@ -205,7 +216,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
     )
     val_loader = DataLoader(val_ds, cfg.batch_size, shuffle=False)
 
-    critics = Critics(device, cfg.loss_size)
+    critics = Critics(device, cfg.loss_size, cfg.loss_crop)
     bank = build_fake_bank(cfg, critics.en, device)
     hn = HidingNet(cfg.hn).to(device)
     if cfg.init:  # the weights of a saved net, under this run's config (e.g. a new work_size)
@@ -249,7 +260,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
                 e = bank.sample(cover.shape[0], g).to(device)
                 with torch.autocast(device.type, torch.bfloat16, enabled=amp):
                     deid = _as_protected(cover, model(cover, e), cfg.keep_grey)
-                    terms = critics.terms(cover, deid.float(), e, cfg.weights.far_margin, g if cfg.eot else None, cfg.eot_kinds, cfg.weights.ssim > 0, cfg.weights.mid > 0)
+                    terms = critics.terms(cover, deid.float(), e, cfg.weights.far_margin, g if cfg.eot else None, cfg.eot_kinds, cfg.weights.ssim > 0, cfg.weights.mid > 0, window=g)
                     loss = L.total_loss(terms, cfg.weights)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()

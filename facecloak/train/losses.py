@@ -31,9 +31,52 @@ def ssim_loss(cover: torch.Tensor, deid: torch.Tensor) -> torch.Tensor:
         return 1 - ssim_torch(cover.float(), deid.float()).mean()
 
 
-def perc_loss(feat_cover: torch.Tensor, feat_deid: torch.Tensor) -> torch.Tensor:
-    """L_perc = mean (f_vgg(C) - f_vgg(D))^2 over the final VGG feature map (Johnson et al.)."""
-    return F.mse_loss(feat_deid, feat_cover)
+def random_windows(cover: torch.Tensor, deid: torch.Tensor, k: int, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The same k×k window of each face's C and D, and its importance weights.
+
+    Each face's corner (y, x) is drawn from g, each coordinate uniform on {0, H − k}: one of the
+    four corner windows, which together cover the image. A pixel p lies in a window with
+    probability P(p) = P_y · P_x, each ½ near that edge and 1 in the middle band both windows
+    share. The returned weights w(p) = (k/H)² / P(p), shape (B, 1, k, k), make any spatial-mean
+    loss L = (1/H²) Σ_p ℓ(p) an unbiased estimate from the window alone:
+
+        E[(1/k²) Σ_{p ∈ window} w(p) ℓ(p)] = (1/k²) Σ_p P(p) w(p) ℓ(p) = L,
+
+    up to the window's own border (a convolution there sees zero padding, not the neighbouring
+    pixels). Weights range over (k/H)² · {1, 2, 4}; a VGG pass on k² of H² pixels costs about
+    k²/H² of the whole one (``weights_at`` brings w to a feature map's grid).
+    """
+    b, _, h, w = cover.shape
+    if not (0 < k < h and h == w):
+        raise ValueError(f"window {k} must be smaller than the square image ({h}x{w})")
+    ys = (torch.randint(0, 2, (b,), generator=g) * (h - k)).tolist()
+    xs = (torch.randint(0, 2, (b,), generator=g) * (w - k)).tolist()
+    p_axis = torch.ones(h)
+    p_axis[: h - k] = 0.5
+    p_axis[k:] = 0.5
+    weight = (k / h) ** 2 / torch.outer(p_axis, p_axis).to(cover.device)
+
+    def crop(t: torch.Tensor) -> torch.Tensor:
+        out = torch.stack([t[i, :, y : y + k, x : x + k] for i, (y, x) in enumerate(zip(ys, xs))])
+        return out.contiguous(memory_format=torch.channels_last) if t.is_contiguous(memory_format=torch.channels_last) and not t.is_contiguous() else out
+
+    return crop(cover), crop(deid), crop(weight.expand(b, 1, h, w))
+
+
+def weights_at(weight: torch.Tensor | None, fmap: torch.Tensor) -> torch.Tensor | float:
+    """A (B, 1, k, k) pixel weight map on ``fmap``'s grid (area averaging: a feature position takes
+    the mean weight of the pixels it spans); None → 1."""
+    if weight is None:
+        return 1.0
+    return F.interpolate(weight, size=fmap.shape[-2:], mode="area") if weight.shape[-2:] != fmap.shape[-2:] else weight
+
+
+def perc_loss(feat_cover: torch.Tensor, feat_deid: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
+    """L_perc = mean (f_vgg(C) - f_vgg(D))^2 over the final VGG feature map (Johnson et al.);
+    with ``weight`` (``random_windows``), mean of w · (f_vgg(C) − f_vgg(D))², w on the map's grid."""
+    if weight is None:
+        return F.mse_loss(feat_deid, feat_cover)
+    return (weights_at(weight, feat_deid) * (feat_deid - feat_cover) ** 2).mean()
 
 
 def near_loss(feat_embed: torch.Tensor, feat_deid: torch.Tensor) -> torch.Tensor:
