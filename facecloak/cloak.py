@@ -247,7 +247,11 @@ class Cloaker:
         from .strong import optimise
 
         cfg = cfg or self._strong_config()
-        res = optimise(c, c + cfg.blend * (d - c), f, self._surrogates(cfg), cfg, seed=self.cfg.seed)
+
+        def start_fn(covers: torch.Tensor, e: torch.Tensor) -> torch.Tensor:  # D0(e), for cfg.lr_embed
+            return covers + cfg.blend * (keep_grey(covers, self.hn(covers, e).float()) - covers)
+
+        res = optimise(c, c + cfg.blend * (d - c), f, self._surrogates(cfg), cfg, seed=self.cfg.seed, start_fn=start_fn)
         self.last_strong_steps += res.steps
         return res.deid
 

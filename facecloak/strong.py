@@ -6,7 +6,9 @@ D0 = C + β (HN(C, f) − C) (β = ``blend``), never free pixels, whose optimum 
     D'(z, w) = clip(warp(D0, U(w)) + U(z), 0, 1)
 
 z: (c, g, g) colour offsets and w: (2, g_w, g_w) a displacement field in pixels, both upsampled
-to the crop by U (bicubic). People read a slightly moved eyebrow or a shading change as the same
+to the crop by U (bicubic). With ``lr_embed`` the start itself moves too: D0(e) = C + β (HN(C, e)
+− C), e the unit-norm identity the network embeds, optimised from the bank's f, so part of the
+edit is the network's own kind of change (smooth, bounded, trained against the image losses). People read a slightly moved eyebrow or a shading change as the same
 face; a fine texture they do not. The presets use c = 1, a grey offset (shading): measured on 8
 ORL faces, RGB offsets (c = 3) showed as pastel blotches and cost LPIPS-alex 0.075 where grey
 ones cost 0.029 at the same protection. The warp does most of the work (``PRESETS``).
@@ -59,6 +61,9 @@ class StrongConfig:
     max_colour, max_flow: hard bounds on |z| and |w| (safety, the penalties do the real work).
     lam_near, lam_pix, lam_edge: weights of the objective's terms (module docstring).
     eot: the transformations T is drawn from, besides the identity (``random_transform``).
+    lr_embed: Adam step of the fake identity the network embeds (0 = fixed): with it, the start
+        D0(e) = C + β (HN(C, e / |e|) − C) is re-rendered every step and e moves, from the bank's f,
+        to where the network's own kind of change leaves the face furthest (``start_fn``).
     colour_channels: 3 = an RGB offset per grid cell; 1 = one grey offset for all three channels
         (a shading change, read as lighting; no pastel colour blotches).
     work_size: side in pixels the optimisation renders and backpropagates at (0 = the crop's own);
@@ -87,6 +92,7 @@ class StrongConfig:
     lam_edge: float = 0.5
     eot: tuple[str, ...] = ("blur", "jpeg", "resize", "shift")
     colour_channels: int = 3
+    lr_embed: float = 0.0
     work_size: int = 0
     slow_every: int = 1
     slow_size: int = 0
@@ -294,6 +300,7 @@ class StrongResult:
     deid: torch.Tensor
     steps: list[int]
     cos: dict[str, list[float]]
+    embed: torch.Tensor | None = None  # the identities the network embedded, when ``lr_embed`` moved them
 
 
 class _RowAdam:
@@ -332,12 +339,15 @@ def objective(x: torch.Tensor, tx: torch.Tensor, cover: torch.Tensor, surrogates
     return loss, cos
 
 
-def optimise(cover: torch.Tensor, start: torch.Tensor, f_fake: torch.Tensor, surrogates: dict, cfg: StrongConfig, seed: int = 0) -> StrongResult:
+def optimise(cover: torch.Tensor, start: torch.Tensor, f_fake: torch.Tensor, surrogates: dict, cfg: StrongConfig, seed: int = 0,
+             start_fn=None) -> StrongResult:
     """Minimise the objective over (z, w) for a batch of faces, each stopping on its own.
 
     cover, start: (B, 3, S, S) in [0, 1] (C and D0); f_fake: (B, d) EN features of the fake
     identities; surrogates: name -> (recognizer, target cosine), EN first. The loop renders at
-    ``cfg.work_size`` (w in pixels of the full crop); the result is rendered at full size once."""
+    ``cfg.work_size`` (w in pixels of the full crop); the result is rendered at full size once.
+    start_fn: (covers, e) -> D0(e), differentiable in e; with ``cfg.lr_embed`` > 0 the embedded
+    identity e (from f_fake, kept on the unit sphere) is optimised too and D0 re-rendered each step."""
     b, size = cover.shape[0], cover.shape[-1]
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
@@ -346,7 +356,9 @@ def optimise(cover: torch.Tensor, start: torch.Tensor, f_fake: torch.Tensor, sur
     scale = c_w.shape[-1] / size
     colour = torch.zeros(b, cfg.colour_channels, cfg.grid, cfg.grid, device=cover.device)
     flow = torch.zeros(b, 2, cfg.flow_grid, cfg.flow_grid, device=cover.device) if cfg.flow_grid else None
+    embed = f_fake.clone() if cfg.lr_embed and start_fn is not None else None
     opts = [_RowAdam(colour, cfg.lr_colour)] + ([_RowAdam(flow, cfg.lr_flow)] if flow is not None else [])
+    opts += [_RowAdam(embed, cfg.lr_embed)] if embed is not None else []
     steps = [0] * b
     streak = torch.zeros(b, dtype=torch.long)
     last = {n: torch.full((b,), math.inf) for n in surrogates}  # each surrogate's latest cos under T
@@ -358,9 +370,11 @@ def optimise(cover: torch.Tensor, start: torch.Tensor, f_fake: torch.Tensor, sur
         now = {n: surrogates[n] for k, n in enumerate(names) if k == 0 or i % cfg.slow_every == 0}
         z = colour[active].clone().requires_grad_(True)
         w = flow[active].clone().requires_grad_(True) if flow is not None else None
-        x = render(s_w[active], z, w, scale)
+        e = embed[active].clone().requires_grad_(True) if embed is not None else None
+        d0 = to_work_size(start_fn(cover[active], F.normalize(e, dim=1)), cfg.work_size) if e is not None else s_w[active]
+        x = render(d0, z, w, scale)
         loss, cos = objective(x, random_transform(x, g, cfg.eot), c_w[active], now, {n: f[active] for n, f in f_orig.items()}, f_fake[active], cfg, scale)
-        params = [z] + ([w] if w is not None else [])
+        params = [z] + ([w] if w is not None else []) + ([e] if e is not None else [])
         grads = torch.autograd.grad(loss.sum(), params)
         for opt, gr in zip(opts, grads):
             opt.step(gr, active)
@@ -368,6 +382,8 @@ def optimise(cover: torch.Tensor, start: torch.Tensor, f_fake: torch.Tensor, sur
             colour.clamp_(-cfg.max_colour, cfg.max_colour)
             if flow is not None:
                 flow.clamp_(-cfg.max_flow, cfg.max_flow)
+            if embed is not None:
+                embed.copy_(F.normalize(embed, dim=1))
         for k in active.tolist():
             steps[k] += 1
         for n, v in cos.items():
@@ -376,8 +392,8 @@ def optimise(cover: torch.Tensor, start: torch.Tensor, f_fake: torch.Tensor, sur
         streak[active] = torch.where(below, streak[active] + 1, torch.zeros_like(streak[active]))
         active = active[streak[active] < cfg.patience]
     with torch.no_grad():
-        out = render(start, colour, flow)
-    return StrongResult(out, steps, {n: v.tolist() for n, v in last.items()})
+        out = render(start_fn(cover, embed) if embed is not None else start, colour, flow)
+    return StrongResult(out, steps, {n: v.tolist() for n, v in last.items()}, embed)
 
 
 @torch.no_grad()

@@ -269,6 +269,39 @@ def test_choose_identities_picks_the_candidate_furthest_from_the_face():
     assert picked.tolist() == [int(np.argmin(s)) for s in scores]
 
 
+def test_the_embedded_identity_moves_and_the_result_is_the_networks_output_for_it():
+    """lr_embed: e leaves f_fake, stays a unit vector, the face ends further from its original than
+    with e fixed, and with no warp or offsets the result is exactly D0(e) for the final e."""
+
+    class EmbedNet(torch.nn.Module):  # a "network" whose smooth output depends on the identity it embeds
+        def __init__(self):
+            super().__init__()
+            self.proj = torch.nn.Linear(512, 3 * 8 * 8)
+            torch.nn.init.normal_(self.proj.weight, std=0.5, generator=torch.Generator().manual_seed(3))
+
+        def forward(self, x, e):
+            return (x + 0.1 * torch.tanh(S.upsample(self.proj(e).view(-1, 3, 8, 8), x.shape[-1]))).clamp(0, 1)
+
+    net = EmbedNet().requires_grad_(False)
+    c = smooth_faces(2)
+    f = unit(torch.randn(2, 512, generator=torch.Generator().manual_seed(0)))
+    start_fn = lambda covers, e: covers + 0.8 * (net(covers, e) - covers)
+    base = dict(max_steps=8, grid=4, flow_grid=0, max_colour=0.0, lam_pix=0.0, lam_edge=0.0, lam_near=0.0, eot=(),
+                targets=(("arcface_mbf", -1.0), ("other", -1.0)))
+    with torch.no_grad():
+        d0 = start_fn(c, f)
+    fixed = S.optimise(c, d0, f, _surrogates(-1.0), S.StrongConfig(**base), start_fn=start_fn)
+    moved = S.optimise(c, d0, f, _surrogates(-1.0), S.StrongConfig(lr_embed=0.05, **base), start_fn=start_fn)
+    assert torch.allclose(fixed.deid, d0, atol=1e-6)  # nothing to move without lr_embed
+    for name in ("arcface_mbf", "other"):
+        assert sum(moved.cos[name]) < sum(fixed.cos[name])
+    # the result is the network's output for the final unit e, not a pixel edit on top of it
+    assert torch.allclose(moved.embed.norm(dim=1), torch.ones(2)) and not torch.allclose(moved.embed, f, atol=1e-2)
+    with torch.no_grad():
+        assert torch.allclose(moved.deid, start_fn(c, moved.embed).clamp(0, 1), atol=1e-5)
+    assert fixed.embed is None
+
+
 def test_presets_order_strength():
     lo, mid, hi = (S.PRESETS[k] for k in ("low", "medium", "high"))
     assert len(lo.targets) <= len(mid.targets) == len(hi.targets)
