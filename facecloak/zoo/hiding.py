@@ -18,7 +18,7 @@ from .registry import LocalSource, ModelNotAvailable, ModelRecord, register
 
 HIDING_FILE = "hiding_net.safetensors"
 BANK_FILE = "fake_bank.safetensors"
-HIDING_SHA256 = "e9caa0fcacec10f716f15cb5763a8816317b3619d691d4c02d0aa15a31509b1a"  # weights/README.md says how it was trained
+HIDING_SHA256 = "d9947ab322b74bb7fbb872e22ab965c1c97a58944941a92907c74a544b17c95c"  # weights/README.md says how it was trained
 BANK_SHA256 = "25c6b9784033c42b4221250367b32db82bb8942fc7e2490192bf776aa5feddb4"
 
 
