@@ -3,19 +3,20 @@
 Re-run (16-35 min per eval on 2 shared CPU cores; the v0.1 report is committed, so only
 the newest side needs re-running when weights/hiding_net.safetensors changes)::
 
-    # the shipped weights and bank (whatever weights/ holds now: v0.9, whose fast_scale is 1, so s
+    # the shipped weights and bank (whatever weights/ holds now: v1.0, whose fast_scale is 1, so s
     # is the raw factor as for the older files; for a file with another fast_scale give its tensors
     # without that field as --weights)
     nice facecloak eval --benchmark orl --no-e2e --methods facecloak_fast --sweep --sweep-strengths 0.5,0.75,0.9,1.1,1.25,1.5 \\
-        --out /tmp/sweep/v09
+        --out /tmp/sweep/v10
     python benchmarks/plot_sweep.py v0.1=benchmarks/results/sweep-v01/report.json \\
         v0.2=benchmarks/results/sweep-v02/report.json \\
         "v0.1 + bank v0.2=benchmarks/results/sweep-v01-bank-v02/report.json" \\
         v0.3=benchmarks/results/sweep-v03/report.json v0.4=benchmarks/results/sweep-v04/report.json \\
         v0.5=benchmarks/results/sweep-v05/report.json v0.6=benchmarks/results/sweep-v06/report.json \\
         v0.7=benchmarks/results/sweep-v07/report.json "v0.7 grey=benchmarks/results/sweep-v07-grey/report.json" \\
-        v0.8=benchmarks/results/sweep-v08/report.json v0.9=/tmp/sweep/v09/report.json \\
-        --out benchmarks/results/sweep_v01_to_v09 --save-reports
+        v0.8=benchmarks/results/sweep-v08/report.json v0.9=benchmarks/results/sweep-v09/report.json \
+        v1.0=/tmp/sweep/v10/report.json \\
+        --out benchmarks/results/sweep_v01_to_v10 --save-reports
 
     # v0.1 side, only if it must be redone: v0.1's own weights and its own (DCGAN) bank, and the
     # control with v0.2's bank (commit 351d124's weights/fake_bank.safetensors)
@@ -165,7 +166,7 @@ def curves_from(pairs: list[str]) -> dict[str, dict]:
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("reports", nargs="+", help="LABEL=path/to/report.json, one per weights version")
-    ap.add_argument("--out", default=str(ROOT / "benchmarks/results/sweep_v01_to_v09"), help="writes OUT.png and OUT.json")
+    ap.add_argument("--out", default=str(ROOT / "benchmarks/results/sweep_v01_to_v10"), help="writes OUT.png and OUT.json")
     ap.add_argument("--save-reports", action="store_true", help="copy each report to benchmarks/results/sweep-<label>/report.json")
     args = ap.parse_args(argv)
     curves = curves_from(args.reports)
