@@ -77,7 +77,7 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--loss-size", type=int, default=256)
     ap.add_argument("--work-size", type=int, default=256)
-    ap.add_argument("--loss-crop", type=int, default=0, help="VGG terms on a random N x N window of the loss-size face (0: whole)")
+    ap.add_argument("--loss-crop", type=int, default=0, help="VGG terms on one corner N x N window of the loss-size face, importance-weighted (0: whole face)")
     ap.add_argument("--ssim", action="store_true", help="add the 256-px SSIM term (v0.8 recipe)")
     ap.add_argument("--steps", type=int, default=5)
     ap.add_argument("--threads", type=int, default=0)

@@ -14,7 +14,7 @@ the newest side needs re-running when weights/hiding_net.safetensors changes)::
         v0.3=benchmarks/results/sweep-v03/report.json v0.4=benchmarks/results/sweep-v04/report.json \\
         v0.5=benchmarks/results/sweep-v05/report.json v0.6=benchmarks/results/sweep-v06/report.json \\
         v0.7=benchmarks/results/sweep-v07/report.json "v0.7 grey=benchmarks/results/sweep-v07-grey/report.json" \\
-        v0.8=benchmarks/results/sweep-v08/report.json v0.9=benchmarks/results/sweep-v09/report.json \
+        v0.8=benchmarks/results/sweep-v08/report.json v0.9=benchmarks/results/sweep-v09/report.json \\
         v1.0=/tmp/sweep/v10/report.json \\
         --out benchmarks/results/sweep_v01_to_v10 --save-reports
 

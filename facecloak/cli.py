@@ -414,7 +414,7 @@ def train(
     lam_near: Annotated[float, typer.Option("--lambda-near")] = 0.125,
     lam_far: Annotated[float, typer.Option("--lambda-far")] = 0.125,
     loss_size: Annotated[int, typer.Option("--loss-size", help="Resolution for the VGG/LPIPS losses (lower = faster on CPU).")] = 256,
-    loss_crop: Annotated[Optional[int], typer.Option("--loss-crop", min=16, help="The VGG/LPIPS terms see one random N x N window of each --loss-size face per step (an unbiased, (N/loss-size)^2 cheaper estimate; validation scores the whole face). Default: the whole face.")] = None,
+    loss_crop: Annotated[Optional[int], typer.Option("--loss-crop", min=16, help="The VGG/LPIPS terms see one of the four corner N x N windows of each --loss-size face per step, importance-weighted: LPIPS stays an unbiased estimate at about (N/loss-size)^2 of the VGG cost (64 at 112: the 3x recipe of v1.0). Validation scores the whole face. Default: the whole face.")] = None,
     work_size: Annotated[Optional[int], typer.Option("--work-size", help="Resolution the network runs at; its residual is upsampled to 256 (128: 4x cheaper, smooth change). Default: 256.")] = None,
     smooth_sigma: Annotated[float, typer.Option("--smooth-sigma", help="Gaussian low-pass on the residual, px at the work size (0: none).")] = 1.0,
     warp_px: Annotated[float, typer.Option("--warp-px", help="Add a warp head: D = warp(C, flow) + residual, |flow| <= this many pixels (0: none).")] = 0.0,
@@ -456,6 +456,8 @@ def train(
     kinds = tuple(k.strip() for k in eot_kinds.split(",") if k.strip())
     if not kinds or set(kinds) - set(KINDS):
         raise UserError(f"--eot-kinds: unknown kind(s) {sorted(set(kinds) - set(KINDS))}; choose from {', '.join(KINDS)}")
+    if loss_crop is not None and not loss_size / 2 <= loss_crop < loss_size:
+        raise UserError(f"--loss-crop {loss_crop}: give a window from half of --loss-size ({loss_size}) up to below it, e.g. {loss_size * 4 // 7} (the four corner windows must cover the face)")
     val_covers = None
     covers_were_mix = covers == "mix"
     with console.status("preparing aligned covers (detect + align once, cached)"):

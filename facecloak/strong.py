@@ -8,8 +8,9 @@ D0 = C + β (HN(C, f) − C) (β = ``blend``), never free pixels, whose optimum 
 z: (c, g, g) colour offsets and w: (2, g_w, g_w) a displacement field in pixels, both upsampled
 to the crop by U (bicubic). With ``lr_embed`` the start itself moves too: D0(e) = C + β (HN(C, e)
 − C), e the unit-norm identity the network embeds, optimised from the bank's f, so part of the
-edit is the network's own kind of change (smooth, bounded, trained against the image losses). People read a slightly moved eyebrow or a shading change as the same
-face; a fine texture they do not. The presets use c = 1, a grey offset (shading): measured on 8
+edit is the network's own kind of change (smooth, bounded, trained against the image losses).
+People read a slightly moved eyebrow or a shading change as the same face; a fine texture they
+do not. The presets use c = 1, a grey offset (shading): measured on 8
 ORL faces, RGB offsets (c = 3) showed as pastel blotches and cost LPIPS-alex 0.075 where grey
 ones cost 0.029 at the same protection. The warp does most of the work (``PRESETS``).
 

@@ -313,8 +313,9 @@ def test_random_windows_cut_the_same_corner_from_c_and_d():
     assert deid.grad.sum() == 6 * 3 * k * k
     cl = cover.contiguous(memory_format=torch.channels_last)
     assert L.random_windows(cl, cl, k, g)[0].is_contiguous(memory_format=torch.channels_last)
-    with pytest.raises(ValueError):
-        L.random_windows(cover, cover, h, g)
+    for bad in (h, h // 2 - 1):  # the whole image, or corners that leave the middle unseen
+        with pytest.raises(ValueError):
+            L.random_windows(cover, cover, bad, g)
 
 
 def test_window_weights_make_a_spatial_mean_unbiased():
@@ -364,6 +365,8 @@ def test_loss_crop_reaches_the_vgg_terms_in_training_only(tmp_path, monkeypatch)
     assert sizes == [48, 48]  # the two training steps, not the validation pass
     assert (True, 48) in trunk_sizes and (False, 48) in trunk_sizes
     assert json.loads((tmp_path / "on" / "config.json").read_text())["config"]["loss_crop"] == 48
+    r = CliRunner().invoke(app, ["train", *tiny(1), "--out", str(tmp_path / "bad"), "--loss-crop", "24"])
+    assert r.exit_code != 0 and "--loss-crop 24" in r.output and not (tmp_path / "bad").exists()
 
 
 @pytest.mark.slow

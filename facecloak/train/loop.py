@@ -52,7 +52,7 @@ class TrainConfig:
     init: str | None = None  # start from these hiding-net weights (same width; cfg.hn's other fields apply)
     log_every: int = 10
     loss_size: int = 256  # resolution the VGG/LPIPS losses see (lower it to train faster on CPU)
-    loss_crop: int | None = None  # VGG/LPIPS terms on a random loss_crop² window of the loss_size image (train.losses.random_windows)
+    loss_crop: int | None = None  # VGG/LPIPS terms on one corner loss_crop² window of the loss_size image, importance-weighted (train.losses.random_windows)
     eot: bool = False  # EN sees a randomly blurred / resized / quantised D (train.eot)
     eot_kinds: tuple[str, ...] = DEGRADATIONS  # what train.eot.random_degrade draws from
     grow_covers: bool = False  # re-list the cover folders every epoch (covers still being generated)

@@ -35,7 +35,7 @@ def random_windows(cover: torch.Tensor, deid: torch.Tensor, k: int, g: torch.Gen
     """The same k×k window of each face's C and D, and its importance weights.
 
     Each face's corner (y, x) is drawn from g, each coordinate uniform on {0, H − k}: one of the
-    four corner windows, which together cover the image. A pixel p lies in a window with
+    four corner windows, which together cover the image when H/2 ≤ k < H. A pixel p lies in a window with
     probability P(p) = P_y · P_x, each ½ near that edge and 1 in the middle band both windows
     share. The returned weights w(p) = (k/H)² / P(p), shape (B, 1, k, k), make any spatial-mean
     loss L = (1/H²) Σ_p ℓ(p) an unbiased estimate from the window alone:
@@ -47,8 +47,8 @@ def random_windows(cover: torch.Tensor, deid: torch.Tensor, k: int, g: torch.Gen
     k²/H² of the whole one (``weights_at`` brings w to a feature map's grid).
     """
     b, _, h, w = cover.shape
-    if not (0 < k < h and h == w):
-        raise ValueError(f"window {k} must be smaller than the square image ({h}x{w})")
+    if not (h / 2 <= k < h and h == w):
+        raise ValueError(f"window {k} must be at least half of the square image ({h}x{w}) and smaller, so the corners cover it")
     ys = (torch.randint(0, 2, (b,), generator=g) * (h - k)).tolist()
     xs = (torch.randint(0, 2, (b,), generator=g) * (w - k)).tolist()
     p_axis = torch.ones(h)
