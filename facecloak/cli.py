@@ -24,6 +24,7 @@ app.add_typer(data_app, name="data")
 
 console = Console(stderr=True)
 out_console = Console()
+_OMP_USER_SET: bool | None = None  # whether the user set how OpenMP threads wait; None: not run by main()
 
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto | cpu | cuda")]
 SeedOpt = Annotated[int, typer.Option("--seed", help="Random seed (fake identity choice, sampling).")]
@@ -183,6 +184,12 @@ def protect(
     failed (the others were still written), or with --strict a face was left unprotected;
     2 bad usage (nothing is written); 3 a model could not be loaded.
     """
+    if _OMP_USER_SET is False and engine == "local" and "torch" not in sys.modules:
+        import os
+
+        from . import openmp
+
+        os.environ.update(openmp.wait_env(idle=not openmp.others_running()))
     from .cloak import CloakConfig
     from .protect import PlanError, ProtectOptions, plan, write_report
 
@@ -714,10 +721,16 @@ def _progress_bar(label: str):
 def main() -> None:
     import os
 
+    from . import openmp
+
     # Before torch is imported: OpenMP threads that spin while waiting burn the CPU that a busy
     # machine's other thread needs; measured on the shared 2-core box, strong mode took 8.3 instead
-    # of 3.1 CPU-s per face with spinning threads, at the same output. A user's own setting wins.
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    # of 3.1 CPU-s per face with spinning threads, at the same output. A user's own setting wins;
+    # `protect` adds a short spin when the CPU is idle (``facecloak.openmp``).
+    global _OMP_USER_SET
+    _OMP_USER_SET = openmp.user_chose(os.environ)
+    if not _OMP_USER_SET:
+        os.environ.update(openmp.wait_env(idle=False))
     app()
 
 
