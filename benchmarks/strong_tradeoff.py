@@ -237,6 +237,12 @@ def plot(rows: list[dict], path: Path, meta: dict) -> None:
                     ax.annotate(r["strength"], (r["lpips_alex"], r[key][n]), textcoords="offset points", xytext=(3, -9), fontsize=6, color="dimgrey")
             fast = next(r for r in rows if r["mode"] == "fast")
             ax.plot([fast["lpips_alex"]], [fast[key][n]], "x" if key == "asr_same" else "+", color="grey", ms=8, label=f"fast, {'best accuracy' if key == 'asr_same' else 'FAR 1e-3'}")
+        if any("e2e_asr_same" in r for r in rows):  # --e2e: what the pasted-back photo gives, at the crop's LPIPS-alex
+            strong = [r for r in rows if r["mode"] == "strong" and r["strength"] in PRESET_NAMES and "e2e_asr_same" in r]
+            ax.plot([r["lpips_alex"] for r in strong], [r["e2e_asr_same"][n] for r in strong], "^:", label="strong, end to end, best accuracy")
+            fast = next((r for r in rows if r["mode"] == "fast" and "e2e_asr_same" in r), None)
+            if fast:
+                ax.plot([fast["lpips_alex"]], [fast["e2e_asr_same"][n]], "v", color="grey", ms=6, label="fast, end to end, best accuracy")
         ax.axvline(0.05, color="red", lw=0.8, ls=":")
         ax.axhline(0.90, color="red", lw=0.8, ls=":")
         ax.set_title(n + (" (surrogate from medium)" if n == "facenet_casia" else " (held out)"), fontsize=9)
