@@ -71,6 +71,12 @@ class StrongConfig:
         the finished offsets and warp are applied to the full-resolution start once at the end.
     slow_every: surrogates after the first (EN) take part every ``slow_every``-th step only (their
         last cosine counts for stopping in between); 1 = every step.
+    turns: the surrogates take turns, one per step (step i runs surrogate i mod n, EN first), in
+        place of EN every step and the others every ``slow_every``-th: each step costs one
+        recognizer's forward and backward pass.
+    region: (cx, cy, a, b, φ): confine the change to the inner face, D' = C + M (D'' − C) with M
+        ``face_region`` (an ellipse in canonical-256 pixels, faded over φ of its radius); () = the
+        whole crop.
     slow_size: side in pixels those surrogates see their face at, where they support it (FaceNet:
         ``at_size``; 0 = their own, FaceNet's 160). At ``work_size`` 128 FaceNet's 200-px box holds
         100 px, so 128 costs (128/160)² of the convolutions; but FaceNet at 160 px, as the
@@ -97,6 +103,8 @@ class StrongConfig:
     work_size: int = 0
     slow_every: int = 1
     slow_size: int = 0
+    turns: bool = False
+    region: tuple[float, ...] = ()
 
     @property
     def surrogate_names(self) -> tuple[str, ...]:
@@ -151,6 +159,22 @@ def render(d0: torch.Tensor, colour: torch.Tensor, flow: torch.Tensor | None, fl
     size = d0.shape[-1]
     x = warp(d0, upsample(flow, size) * flow_scale) if flow is not None else d0
     return (x + upsample(colour, size)).clamp(0, 1)
+
+
+def face_region(size: int, region: tuple[float, ...], device=None) -> torch.Tensor:
+    """M (1, 1, size, size): 1 inside the ellipse ((x − cx)/a)² + ((y − cy)/b)² ≤ 1 and a linear
+    fade to 0 at radius 1 + φ: M = clip((1 + φ − r) / φ, 0, 1), r the ellipse's normalised radius.
+    ``region`` = (cx, cy, a, b, φ) in pixels of the canonical 256 crop (scaled to ``size``)."""
+    cx, cy, a, b, phi = region
+    k = 256 / size
+    c = (torch.arange(size, dtype=torch.float32, device=device) + 0.5) * k - 0.5  # pixel centres in 256-px units
+    r = (((c[None, :] - cx) / a) ** 2 + ((c[:, None] - cy) / b) ** 2).sqrt()
+    return ((1 + phi - r) / phi).clamp(0, 1)[None, None]
+
+
+def confine(x: torch.Tensor, cover: torch.Tensor, region: tuple[float, ...]) -> torch.Tensor:
+    """C + M (x − C) with M = ``face_region``; x itself when ``region`` is empty."""
+    return cover + face_region(x.shape[-1], region, x.device) * (x - cover) if region else x
 
 
 def to_work_size(x: torch.Tensor, size: int) -> torch.Tensor:
@@ -324,18 +348,20 @@ class _RowAdam:
 
 
 def objective(x: torch.Tensor, tx: torch.Tensor, cover: torch.Tensor, surrogates: dict, f_orig: dict, f_fake: torch.Tensor, cfg: StrongConfig,
-              scale: float = 1.0) -> tuple[torch.Tensor, dict]:
+              scale: float = 1.0, near: str | None = None) -> tuple[torch.Tensor, dict]:
     """Per-face loss (module docstring) of D' = ``x`` whose transformed copy is ``tx``; also the
     per-surrogate cosines under T (for early stopping). ``surrogates``: name -> (model, target);
-    the first one is EN, whose features also carry the near term. ``scale``: x's side over the
-    full crop's; the edge term is multiplied by scale², so it stays in full-crop pixel units."""
+    the one named ``near`` (default: the first) is EN, whose features also carry the near term; a
+    step without EN has none. ``scale``: x's side over the full crop's; the edge term is
+    multiplied by scale², so it stays in full-crop pixel units."""
     loss = cfg.lam_pix * pixel_term(x, cover) + cfg.lam_edge * scale**2 * edge_term(x, cover)
+    near = near or next(iter(surrogates))
     cos = {}
-    for i, (name, (model, target)) in enumerate(surrogates.items()):
+    for name, (model, target) in surrogates.items():
         f = model(tx)
         cos[name] = (f * f_orig[name]).sum(1).detach()
         loss = loss + far_hinge(f, f_orig[name], target)
-        if i == 0 and cfg.lam_near:
+        if name == near and cfg.lam_near:
             loss = loss + cfg.lam_near * near_term(f, f_fake)
     return loss, cos
 
@@ -368,13 +394,16 @@ def optimise(cover: torch.Tensor, start: torch.Tensor, f_fake: torch.Tensor, sur
     for i in range(cfg.max_steps):
         if len(active) == 0:
             break
-        now = {n: surrogates[n] for k, n in enumerate(names) if k == 0 or i % cfg.slow_every == 0}
+        if cfg.turns:
+            now = {names[i % len(names)]: surrogates[names[i % len(names)]]}
+        else:
+            now = {n: surrogates[n] for k, n in enumerate(names) if k == 0 or i % cfg.slow_every == 0}
         z = colour[active].clone().requires_grad_(True)
         w = flow[active].clone().requires_grad_(True) if flow is not None else None
         e = embed[active].clone().requires_grad_(True) if embed is not None else None
         d0 = to_work_size(start_fn(cover[active], F.normalize(e, dim=1)), cfg.work_size) if e is not None else s_w[active]
-        x = render(d0, z, w, scale)
-        loss, cos = objective(x, random_transform(x, g, cfg.eot), c_w[active], now, {n: f[active] for n, f in f_orig.items()}, f_fake[active], cfg, scale)
+        x = confine(render(d0, z, w, scale), c_w[active], cfg.region)
+        loss, cos = objective(x, random_transform(x, g, cfg.eot), c_w[active], now, {n: f[active] for n, f in f_orig.items()}, f_fake[active], cfg, scale, names[0])
         params = [z] + ([w] if w is not None else []) + ([e] if e is not None else [])
         grads = torch.autograd.grad(loss.sum(), params)
         for opt, gr in zip(opts, grads):
@@ -393,7 +422,7 @@ def optimise(cover: torch.Tensor, start: torch.Tensor, f_fake: torch.Tensor, sur
         streak[active] = torch.where(below, streak[active] + 1, torch.zeros_like(streak[active]))
         active = active[streak[active] < cfg.patience]
     with torch.no_grad():
-        out = render(start_fn(cover, embed) if embed is not None else start, colour, flow)
+        out = confine(render(start_fn(cover, embed) if embed is not None else start, colour, flow), cover, cfg.region)
     return StrongResult(out, steps, {n: v.tolist() for n, v in last.items()}, embed)
 
 

@@ -240,6 +240,63 @@ def test_the_slow_surrogate_runs_every_nth_step_and_its_last_cos_counts_for_stop
     assert all(v < 1.5 for v in res.cos["other"])  # step 1 reused step 0's cosine
 
 
+def test_turns_run_one_surrogate_per_step_in_turn():
+    c = smooth_faces(2, 64)
+    f = unit(torch.randn(2, 512, generator=torch.Generator().manual_seed(0)))
+    sur = {"arcface_mbf": (CountingRecognizer(0), -1.0), "other": (CountingRecognizer(1), -1.0)}
+    cfg = S.StrongConfig(max_steps=5, turns=True, grid=4, flow_grid=0, eot=(), targets=(("arcface_mbf", -1.0), ("other", -1.0)))
+    res = S.optimise(c, c.clone(), f, sur, cfg)
+    assert res.steps == [5, 5]
+    assert sur["arcface_mbf"][0].calls == 1 + 3  # the original's features, then steps 0, 2 and 4
+    assert sur["other"][0].calls == 1 + 2  # the original's, then steps 1 and 3
+
+
+def test_the_near_term_comes_only_from_en():
+    torch.manual_seed(0)
+    x, c = torch.rand(2, 3, 32, 32), torch.rand(2, 3, 32, 32)
+    f_fake = unit(torch.randn(2, 512))
+    other = {"other": _surrogates()["other"]}
+    f_orig = {"other": other["other"][0](c)}
+    with torch.no_grad():
+        args = (x, x, c, other, f_orig, f_fake)
+        with_near = S.objective(*args, S.StrongConfig(lam_near=1.0), near="arcface_mbf")[0]
+        without = S.objective(*args, S.StrongConfig(lam_near=0.0), near="arcface_mbf")[0]
+        as_en = S.objective(*args, S.StrongConfig(lam_near=1.0))[0]  # default: the first surrogate is EN
+    assert torch.allclose(with_near, without)  # a step without EN has no near term
+    assert not torch.allclose(as_en, without)
+
+
+def test_face_region_is_one_inside_the_ellipse_and_fades_to_zero():
+    region = (128.0, 150.0, 70.0, 90.0, 0.15)
+    m = S.face_region(256, region)[0, 0]
+    assert m[150, 128] == 1 and m[150, 128 + 69] == 1 and m[150 - 89, 128] == 1  # inside
+    assert m[150, int(128 + 70 * 1.15) + 1] == 0 and m[0, 0] == 0 and m[255, 255] == 0  # past the fade
+    edge = float(m[150, 128 + round(70 * 1.075)])  # halfway through the fade
+    assert 0.3 < edge < 0.7 and float(m.min()) == 0 and float(m.max()) == 1
+    # The same region at the 128-px work size: pixel i is the 256-px crop's (2i + 0.5).
+    half = S.face_region(128, region)[0, 0]
+    assert half[75, 64] == 1 and half[0, 0] == 0 and abs(float(half.mean()) - float(m.mean())) < 0.01
+
+
+def test_confine_keeps_the_cover_outside_the_region():
+    c, x = torch.zeros(1, 3, 64, 64), torch.ones(1, 3, 64, 64)
+    region = (128.0, 128.0, 64.0, 64.0, 0.2)
+    y = S.confine(x, c, region)
+    assert float(y[..., 32, 32].min()) == 1 and float(y[..., 0, 0].max()) == 0
+    assert torch.equal(S.confine(x, c, ()), x)
+
+
+def test_optimise_with_a_region_changes_only_the_face():
+    c = smooth_faces(2, 64)
+    f = unit(torch.randn(2, 512, generator=torch.Generator().manual_seed(0)))
+    region = (128.0, 150.0, 60.0, 70.0, 0.1)
+    cfg = S.StrongConfig(max_steps=4, grid=4, flow_grid=4, eot=(), region=region, targets=(("arcface_mbf", -1.0), ("other", -1.0)))
+    res = S.optimise(c, c.clone(), f, _surrogates(-1.0), cfg)
+    outside = S.face_region(64, region) == 0
+    assert torch.equal(res.deid.masked_select(outside), c.masked_select(outside))
+    assert not torch.allclose(res.deid, c, atol=1e-3)
+
+
 def test_work_size_optimises_small_and_returns_full_size():
     c = smooth_faces(2, 64)
     f = unit(torch.randn(2, 512, generator=torch.Generator().manual_seed(0)))
