@@ -7,9 +7,10 @@ D0 = C + β (HN(C, f) − C) (β = ``blend``), never free pixels, whose optimum 
 
 z: (c, g, g) colour offsets and w: (2, g_w, g_w) a displacement field in pixels, both upsampled
 to the crop by U (bicubic); M (``face_region``, ``region``) confines the change to an ellipse
-over the inner face: the change over hair and background cost SSIM and bought no protection. With ``lr_embed`` the start itself moves too: D0(e) = C + β (HN(C, e)
-− C), e the unit-norm identity the network embeds, optimised from the bank's f, so part of the
-edit is the network's own kind of change (smooth, bounded, trained against the image losses).
+over the inner face: the change over hair and background cost SSIM and bought no protection.
+With ``lr_embed`` the start itself moves too: D0(e) = C + β (HN(C, e) − C), e the unit-norm
+identity the network embeds, optimised from the bank's f, so part of the edit is the network's
+own kind of change (smooth, bounded, trained against the image losses).
 People read a slightly moved eyebrow or a shading change as the same face; a fine texture they
 do not. The presets use c = 1, a grey offset (shading): measured on 8
 ORL faces, RGB offsets (c = 3) showed as pastel blotches and cost LPIPS-alex 0.075 where grey
