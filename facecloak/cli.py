@@ -459,11 +459,12 @@ def train(
     from .data.crops import covers_for_training, offline_crops
 
     from .train.eot import KINDS
+    from .train.losses import window_covers
 
     kinds = tuple(k.strip() for k in eot_kinds.split(",") if k.strip())
     if not kinds or set(kinds) - set(KINDS):
         raise UserError(f"--eot-kinds: unknown kind(s) {sorted(set(kinds) - set(KINDS))}; choose from {', '.join(KINDS)}")
-    if loss_crop is not None and not loss_size / 2 <= loss_crop < loss_size:
+    if loss_crop is not None and not window_covers(loss_crop, loss_size):
         raise UserError(f"--loss-crop {loss_crop}: give a window from half of --loss-size ({loss_size}) up to below it, e.g. {loss_size * 4 // 7} (the four corner windows must cover the face)")
     val_covers = None
     covers_were_mix = covers == "mix"

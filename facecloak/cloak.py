@@ -244,14 +244,14 @@ class Cloaker:
 
     def _strong_refine(self, c: torch.Tensor, d: torch.Tensor, f: torch.Tensor, cfg=None) -> torch.Tensor:
         """Strong mode on one batch: optimise from D0 = C + β (D − C), every face stopping on its own."""
-        from .strong import optimise
+        from .strong import blend_start, optimise
 
         cfg = cfg or self._strong_config()
 
         def start_fn(covers: torch.Tensor, e: torch.Tensor) -> torch.Tensor:  # D0(e), for cfg.lr_embed
-            return covers + cfg.blend * (keep_grey(covers, self.hn(covers, e).float()) - covers)
+            return blend_start(covers, keep_grey(covers, self.hn(covers, e).float()), cfg.blend)
 
-        res = optimise(c, c + cfg.blend * (d - c), f, self._surrogates(cfg), cfg, seed=self.cfg.seed, start_fn=start_fn)
+        res = optimise(c, blend_start(c, d, cfg.blend), f, self._surrogates(cfg), cfg, seed=self.cfg.seed, start_fn=start_fn)
         self.last_strong_steps += res.steps
         return res.deid
 

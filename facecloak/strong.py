@@ -189,6 +189,11 @@ def confine(x: torch.Tensor, cover: torch.Tensor, region: tuple[float, ...]) -> 
     return cover + face_region(x.shape[-1], region, x.device) * (x - cover) if region else x
 
 
+def blend_start(cover: torch.Tensor, deid: torch.Tensor, beta: float) -> torch.Tensor:
+    """The optimisation's starting point D0 = C + β (D − C): β of the network's change D − C."""
+    return cover + beta * (deid - cover)
+
+
 def to_work_size(x: torch.Tensor, size: int) -> torch.Tensor:
     """x resized (antialiased bilinear) to size x size; unchanged when size is 0 or its own."""
     if not size or size == x.shape[-1]:
@@ -445,7 +450,7 @@ def choose_identities(cover: torch.Tensor, candidates: torch.Tensor, hn, surroga
     candidates: (B, K, d) EN features."""
     b, k, _ = candidates.shape
     covers = cover.repeat_interleave(k, dim=0)
-    outs = covers + blend * (hn(covers, candidates.reshape(b * k, -1)).float() - covers)
+    outs = blend_start(covers, hn(covers, candidates.reshape(b * k, -1)).float(), blend)
     score = torch.zeros(b, k, device=cover.device)
     for model, _ in surrogates.values():
         score += (model(outs).view(b, k, -1) * model(cover)[:, None]).sum(2)

@@ -31,6 +31,11 @@ def ssim_loss(cover: torch.Tensor, deid: torch.Tensor) -> torch.Tensor:
         return 1 - ssim_torch(cover.float(), deid.float()).mean()
 
 
+def window_covers(k: int, h: int) -> bool:
+    """Whether the four corner k×k windows of an h×h image cover it: h/2 ≤ k < h."""
+    return h / 2 <= k < h
+
+
 def random_windows(cover: torch.Tensor, deid: torch.Tensor, k: int, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The same k×k window of each face's C and D, and its importance weights.
 
@@ -47,7 +52,7 @@ def random_windows(cover: torch.Tensor, deid: torch.Tensor, k: int, g: torch.Gen
     k²/H² of the whole one (``weights_at`` brings w to a feature map's grid).
     """
     b, _, h, w = cover.shape
-    if not (h / 2 <= k < h and h == w):
+    if not (window_covers(k, h) and h == w):
         raise ValueError(f"window {k} must be at least half of the square image ({h}x{w}) and smaller, so the corners cover it")
     ys = (torch.randint(0, 2, (b,), generator=g) * (h - k)).tolist()
     xs = (torch.randint(0, 2, (b,), generator=g) * (w - k)).tolist()
