@@ -27,10 +27,15 @@ the second surrogate every ``slow_every``-th step only, takes larger steps and s
     L = Σ_s relu(cos(s(T(D')), s(C)) − t_s)          leave the own identity, on every surrogate s
       + λ_near (1 − cos(EN(T(D')), f_fake))           and move towards the fake identity (EN)
       + λ_pix  mean((D' − C)²) / τ²                   pixel term (τ = 4/255: 1 at PSNR 36 dB)
-      + λ_edge mean(|∇(D' − C)|²) / τ²                perceptual term: changed edges and texture
+      + λ_edge mean(W |∇(D' − C)|²) / τ²              perceptual term: changed edges and texture
 
 The perceptual term is *not* LPIPS-alex (the metric the evaluation reports), nor any deep
-feature: it prices what the smooth parameterisation still allows to be seen, new edges.
+feature: it prices what the smooth parameterisation still allows to be seen, new edges. W is
+contrast masking (``masking``, ``masking_weight``): W = κ² / (σ_C² + κ²), σ_C² the local variance
+of the cover, so a new edge on flat skin is priced in full and one among the brows, eyes and lips
+(where the face already has contrast, and a change is harder to see) at a fraction. SSIM rests on
+the same local variance, so it is not an independent judge of this term; LPIPS-alex, which
+nothing here optimises, is.
 
 **Surrogates**: EN (ArcFace) and at most one more recognizer (FaceNet); SFace and dlib never
 take part, so they stay honest black boxes. A face stops early once every surrogate's cosine to
@@ -79,6 +84,10 @@ class StrongConfig:
     region: (cx, cy, a, b, φ): confine the change to the inner face, D' = C + M (D'' − C) with M
         ``face_region`` (an ellipse in canonical-256 pixels, faded over φ of its radius); () = the
         whole crop.
+    masking: κ of the edge term's contrast masking (``masking_weight``, [0, 1] grey units); 0 = none,
+        every pixel's new edges priced alike.
+    masking_window: σ in pixels of the full crop of the window the masking's local variance is
+        taken over.
     slow_size: side in pixels those surrogates see their face at, where they support it (FaceNet:
         ``at_size``; 0 = their own, FaceNet's 160). At ``work_size`` 128 FaceNet's 200-px box holds
         100 px, so 128 costs (128/160)² of the convolutions; but FaceNet at 160 px, as the
@@ -107,6 +116,8 @@ class StrongConfig:
     slow_size: int = 0
     turns: bool = False
     region: tuple[float, ...] = ()
+    masking: float = 0.0
+    masking_window: float = 2.0
 
     @property
     def surrogate_names(self) -> tuple[str, ...]:
@@ -217,14 +228,30 @@ def pixel_term(x: torch.Tensor, cover: torch.Tensor) -> torch.Tensor:
     return ((x - cover) ** 2).flatten(1).mean(1) / TAU**2
 
 
-def edge_term(x: torch.Tensor, cover: torch.Tensor) -> torch.Tensor:
-    """Per face: mean(|∇(x − C)|²) / τ², ∇ = horizontal and vertical forward differences.
+def edge_term(x: torch.Tensor, cover: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
+    """Per face: mean(W |∇(x − C)|²) / τ², ∇ = horizontal and vertical forward differences, W a
+    per-pixel weight (``masking_weight``; 1 when None).
 
     A smooth shading change costs almost nothing; new edges, lines and texture cost a lot."""
     d = x - cover
-    gx = d[..., :, 1:] - d[..., :, :-1]
-    gy = d[..., 1:, :] - d[..., :-1, :]
-    return (gx.pow(2).flatten(1).mean(1) + gy.pow(2).flatten(1).mean(1)) / TAU**2
+    gx = (d[..., :, 1:] - d[..., :, :-1]).pow(2)
+    gy = (d[..., 1:, :] - d[..., :-1, :]).pow(2)
+    if weight is not None:
+        gx, gy = gx * weight[..., :, 1:], gy * weight[..., 1:, :]
+    return (gx.flatten(1).mean(1) + gy.flatten(1).mean(1)) / TAU**2
+
+
+def masking_weight(cover: torch.Tensor, kappa: float, sigma: float = 2.0) -> torch.Tensor:
+    """Contrast masking, W = κ² / (σ_C² + κ²), (B, 1, H, W): σ_C² the local variance of C's grey
+    level (Gaussian window of ``sigma`` px: G * C² − (G * C)²). A change is harder to see where
+    the face already has contrast (brows, eyes, lips, hair) than on flat skin (Legge & Foley's
+    masking), so there a new edge costs less: W ≈ 1 on flat skin, ≈ κ² / σ_C² on texture."""
+    from .models.hiding import gaussian_lowpass
+
+    grey = cover.mean(1, keepdim=True)
+    mu = gaussian_lowpass(grey, sigma, radius_sigmas=3.0)
+    var = (gaussian_lowpass(grey * grey, sigma, radius_sigmas=3.0) - mu * mu).clamp(min=0)
+    return kappa**2 / (var + kappa**2)
 
 
 # ------------------------------------------------------------------ EOT transformations
@@ -365,13 +392,14 @@ class _RowAdam:
 
 
 def objective(x: torch.Tensor, tx: torch.Tensor, cover: torch.Tensor, surrogates: dict, f_orig: dict, f_fake: torch.Tensor, cfg: StrongConfig,
-              scale: float = 1.0, near: str | None = None) -> tuple[torch.Tensor, dict]:
+              scale: float = 1.0, near: str | None = None, weight: torch.Tensor | None = None) -> tuple[torch.Tensor, dict]:
     """Per-face loss (module docstring) of D' = ``x`` whose transformed copy is ``tx``; also the
     per-surrogate cosines under T (for early stopping). ``surrogates``: name -> (model, target);
     the one named ``near`` (default: the first) is EN, whose features also carry the near term; a
     step without EN has none. ``scale``: x's side over the full crop's; the edge term is
-    multiplied by scale², so it stays in full-crop pixel units."""
-    loss = cfg.lam_pix * pixel_term(x, cover) + cfg.lam_edge * scale**2 * edge_term(x, cover)
+    multiplied by scale², so it stays in full-crop pixel units. ``weight``: the edge term's
+    per-pixel weight (``masking_weight``), None for none."""
+    loss = cfg.lam_pix * pixel_term(x, cover) + cfg.lam_edge * scale**2 * edge_term(x, cover, weight)
     near = near or next(iter(surrogates))
     cos = {}
     for name, (model, target) in surrogates.items():
@@ -398,6 +426,7 @@ def optimise(cover: torch.Tensor, start: torch.Tensor, f_fake: torch.Tensor, sur
         f_orig = {n: m(cover) for n, (m, _) in surrogates.items()}
     c_w, s_w = to_work_size(cover, cfg.work_size), to_work_size(start, cfg.work_size)
     scale = c_w.shape[-1] / size
+    weight = masking_weight(c_w, cfg.masking, cfg.masking_window * scale) if cfg.masking else None
     colour = torch.zeros(b, cfg.colour_channels, cfg.grid, cfg.grid, device=cover.device)
     flow = torch.zeros(b, 2, cfg.flow_grid, cfg.flow_grid, device=cover.device) if cfg.flow_grid else None
     embed = f_fake.clone() if cfg.lr_embed and start_fn is not None else None
@@ -420,7 +449,8 @@ def optimise(cover: torch.Tensor, start: torch.Tensor, f_fake: torch.Tensor, sur
         e = embed[active].clone().requires_grad_(True) if embed is not None else None
         d0 = to_work_size(start_fn(cover[active], F.normalize(e, dim=1)), cfg.work_size) if e is not None else s_w[active]
         x = confine(render(d0, z, w, scale), c_w[active], cfg.region)
-        loss, cos = objective(x, random_transform(x, g, cfg.eot), c_w[active], now, {n: f[active] for n, f in f_orig.items()}, f_fake[active], cfg, scale, names[0])
+        loss, cos = objective(x, random_transform(x, g, cfg.eot), c_w[active], now, {n: f[active] for n, f in f_orig.items()}, f_fake[active], cfg, scale, names[0],
+                               weight[active] if weight is not None else None)
         params = [z] + ([w] if w is not None else []) + ([e] if e is not None else [])
         grads = torch.autograd.grad(loss.sum(), params)
         for opt, gr in zip(opts, grads):

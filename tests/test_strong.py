@@ -41,6 +41,31 @@ def test_edge_term_prices_texture_not_smooth_shading():
     assert S.pixel_term(c + checker, c) == pytest.approx(2 * S.pixel_term(c + 0.025, c).item(), rel=1e-4)
 
 
+def test_masking_weight_is_one_on_flat_skin_and_small_on_texture():
+    flat = torch.full((1, 3, 32, 32), 0.5)
+    texture = 0.5 + 0.2 * ((torch.arange(32)[:, None] // 2 + torch.arange(32)[None] // 2) % 2).float().expand(1, 3, 32, 32)
+    kappa = 8 / 255
+    assert torch.allclose(S.masking_weight(flat, kappa), torch.ones(1, 1, 32, 32), atol=1e-4)
+    w = S.masking_weight(texture, kappa)
+    assert w.shape == (1, 1, 32, 32)
+    # local variance of a ±0.1 pattern is 0.01: W = κ² / (0.01 + κ²) away from the borders
+    assert w[..., 8:24, 8:24].mean().item() == pytest.approx(kappa**2 / (0.01 + kappa**2), rel=0.1)
+
+
+def test_masked_edge_term_prices_a_new_edge_on_texture_below_one_on_flat_skin():
+    c = torch.full((1, 3, 32, 64), 0.5)
+    c[..., 32:] += 0.2 * ((torch.arange(32)[:, None] // 2 + torch.arange(32)[None] // 2) % 2).float()  # right half textured
+    line = torch.zeros(1, 3, 32, 64)
+    on_flat, on_texture = line.clone(), line.clone()
+    on_flat[..., 10:22, 14] = 0.05
+    on_texture[..., 10:22, 46] = 0.05
+    w = S.masking_weight(c, 8 / 255)
+    assert S.edge_term(c + on_flat, c) == pytest.approx(S.edge_term(c + on_texture, c).item())  # unweighted: alike
+    assert S.edge_term(c + on_texture, c, w) < 0.2 * S.edge_term(c + on_flat, c, w)
+    assert S.edge_term(c + on_flat, c, w) == pytest.approx(S.edge_term(c + on_flat, c).item(), rel=1e-3)  # W = 1 on flat
+    assert S.edge_term(c + on_flat, c, torch.ones(1, 1, 32, 64)) == pytest.approx(S.edge_term(c + on_flat, c).item())
+
+
 # ------------------------------------------------------------------ parameterisation
 def test_render_with_zero_parameters_is_the_start():
     d0 = torch.rand(2, 3, 64, 64)
@@ -185,6 +210,20 @@ def test_pixel_and_edge_terms_hold_the_change_back():
     free = S.optimise(c, c.clone(), f, _surrogates(-1.0), S.StrongConfig(lam_pix=0.0, lam_edge=0.0, **base)).deid
     held = S.optimise(c, c.clone(), f, _surrogates(-1.0), S.StrongConfig(lam_pix=50.0, lam_edge=50.0, **base)).deid
     assert ((held - c) ** 2).mean() < ((free - c) ** 2).mean()
+
+
+def test_optimise_prices_edges_through_the_masking_weight():
+    """Masking changes nothing where the cover is flat (W = 1) and changes the result on texture."""
+    flat = torch.full((2, 3, 32, 32), 0.5)
+    textured = flat + 0.15 * ((torch.arange(32)[:, None] // 2 + torch.arange(32)[None] // 2) % 2 * 2 - 1).float()
+    f = unit(torch.randn(2, 512, generator=torch.Generator().manual_seed(0)))
+    base = dict(max_steps=4, grid=16, flow_grid=4, lr_colour=0.01, lam_pix=0.0, lam_edge=5.0, eot=(), targets=(("arcface_mbf", -1.0), ("other", -1.0)))
+
+    def run(c, masking):
+        return S.optimise(c, c.clone(), f, _surrogates(-1.0), S.StrongConfig(masking=masking, **base)).deid
+
+    assert torch.allclose(run(flat, 8 / 255), run(flat, 0.0), atol=1e-5)
+    assert not torch.allclose(run(textured, 8 / 255), run(textured, 0.0), atol=1e-4)
 
 
 def test_each_face_stops_once_its_margin_is_reached():
