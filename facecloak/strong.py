@@ -147,7 +147,7 @@ class StrongConfig:
 #: 0.92; with 80x100 it rose to 0.96 / same photo 0.925 (0.875 on the whole crop), SSIM 0.940.
 #: `high` prices new edges with contrast masking (``masking`` κ = 4/255 over a 4-px window, λ_edge
 #: 16): a change among brows, eyes and lips costs less than one on flat skin. Chosen on the 40
-#: probes (``strong_tradeoff.py --e2e``, 17 settings, benchmarks/results/trial-strong-masking/), then
+#: probes (``strong_tradeoff.py --e2e``, 23 settings of it, benchmarks/results/trial-strong-masking/), then
 #: measured by the eval (eval-orl-strong-high): SSIM 0.940 -> 0.951, LPIPS-alex 0.033 -> 0.030, every
 #: crop protection figure kept; end to end FaceNet and dlib gained (0.965 / 0.978 -> 0.990 / 0.997)
 #: and SFace lost (0.962 -> 0.936; same photo 0.925 both); SFace's 3-bit drop 8.6 -> 9.0. A wider
