@@ -257,11 +257,9 @@ def masking_weight(cover: torch.Tensor, kappa: float, sigma: float = 2.0) -> tor
     level (Gaussian window of ``sigma`` px: G * C² − (G * C)²). A change is harder to see where
     the face already has contrast (brows, eyes, lips, hair) than on flat skin (Legge & Foley's
     masking), so there a new edge costs less: W ≈ 1 on flat skin, ≈ κ² / σ_C² on texture."""
-    from .models.hiding import gaussian_lowpass
-
     grey = cover.mean(1, keepdim=True)
-    mu = gaussian_lowpass(grey, sigma, radius_sigmas=3.0)
-    var = (gaussian_lowpass(grey * grey, sigma, radius_sigmas=3.0) - mu * mu).clamp(min=0)
+    mu = gaussian_blur(grey, sigma)
+    var = (gaussian_blur(grey * grey, sigma) - mu * mu).clamp(min=0)
     return kappa**2 / (var + kappa**2)
 
 
