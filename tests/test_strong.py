@@ -305,6 +305,41 @@ def test_the_near_term_comes_only_from_en():
     assert not torch.allclose(as_en, without)
 
 
+def test_the_quantised_copy_adds_ens_hinge_on_it_and_the_larger_excess_decides_stopping():
+    """quant_bits b: L gains relu(cos(EN(Q_b(x)), EN(C)) − t_q), and EN's cosine for stopping is
+    max(cos_T, cos_Q − (t_q − t)); the other surrogates are untouched."""
+    from dataclasses import replace
+
+    from facecloak.train.eot import quantize_ste
+
+    torch.manual_seed(0)
+    x, tx, c = torch.rand(2, 3, 32, 32), torch.rand(2, 3, 32, 32), torch.rand(2, 3, 32, 32)
+    f_fake = unit(torch.randn(2, 512))
+    sur = _surrogates(-1.0)
+    f_orig = {n: m(c) for n, (m, _) in sur.items()}
+    en = sur["arcface_mbf"][0]
+    with torch.no_grad():
+        cos_t, cos_q = (en(tx) * f_orig["arcface_mbf"]).sum(1), (en(quantize_ste(x, 3)) * f_orig["arcface_mbf"]).sum(1)
+        cfg = S.StrongConfig(lam_pix=0.0, lam_edge=0.0)  # the identity terms alone, at float precision
+        plain, cos_plain = S.objective(x, tx, c, sur, f_orig, f_fake, cfg)
+        for tq in (None, -0.5):
+            quant, cos = S.objective(x, tx, c, sur, f_orig, f_fake, replace(cfg, quant_bits=3, quant_target=tq))
+            t_q = -1.0 if tq is None else tq
+            assert torch.allclose(quant - plain, torch.relu(cos_q - t_q), atol=1e-5)
+            assert torch.allclose(cos["arcface_mbf"], torch.maximum(cos_t, cos_q - (t_q + 1.0)), atol=1e-5)
+            assert torch.equal(cos["other"], cos_plain["other"])
+    assert not torch.allclose(cos_t, cos_q)  # the 3-bit copy is another image to EN
+
+
+def test_a_face_does_not_stop_while_its_quantised_copy_is_above_target():
+    c = smooth_faces(2)
+    f = unit(torch.randn(2, 512, generator=torch.Generator().manual_seed(0)))
+    base = dict(max_steps=4, patience=1, grid=4, flow_grid=4, eot=(), targets=(("arcface_mbf", 1.5), ("other", 1.5)))
+    assert S.optimise(c, c.clone(), f, _surrogates(1.5), S.StrongConfig(**base)).steps == [1, 1]
+    held = S.optimise(c, c.clone(), f, _surrogates(1.5), S.StrongConfig(quant_bits=3, quant_target=-1.0, **base))
+    assert held.steps == [4, 4]  # cos of the 3-bit copy never gets below -1
+
+
 def test_face_region_is_one_inside_the_ellipse_and_fades_to_zero():
     region = (128.0, 150.0, 70.0, 90.0, 0.15)
     m = S.face_region(256, region)[0, 0]
