@@ -11,6 +11,11 @@ def unit(x):
     return torch.nn.functional.normalize(x, dim=1)
 
 
+def checker(n: int = 32) -> torch.Tensor:
+    """(n, n) texture for the masking tests: a checkerboard of 2x2-pixel squares, 0 and 1."""
+    return ((torch.arange(n)[:, None] // 2 + torch.arange(n)[None] // 2) % 2).float()
+
+
 # ------------------------------------------------------------------ objective terms
 def test_far_hinge_is_zero_below_target_and_linear_above():
     a = unit(torch.tensor([[1.0, 0.0], [1.0, 1.0], [0.0, 1.0]]))
@@ -43,7 +48,7 @@ def test_edge_term_prices_texture_not_smooth_shading():
 
 def test_masking_weight_is_one_on_flat_skin_and_small_on_texture():
     flat = torch.full((1, 3, 32, 32), 0.5)
-    texture = 0.5 + 0.2 * ((torch.arange(32)[:, None] // 2 + torch.arange(32)[None] // 2) % 2).float().expand(1, 3, 32, 32)
+    texture = 0.5 + 0.2 * checker().expand(1, 3, 32, 32)
     kappa = 8 / 255
     assert torch.allclose(S.masking_weight(flat, kappa), torch.ones(1, 1, 32, 32), atol=1e-4)
     w = S.masking_weight(texture, kappa)
@@ -54,7 +59,7 @@ def test_masking_weight_is_one_on_flat_skin_and_small_on_texture():
 
 def test_masked_edge_term_prices_a_new_edge_on_texture_below_one_on_flat_skin():
     c = torch.full((1, 3, 32, 64), 0.5)
-    c[..., 32:] += 0.2 * ((torch.arange(32)[:, None] // 2 + torch.arange(32)[None] // 2) % 2).float()  # right half textured
+    c[..., 32:] += 0.2 * checker()  # right half textured
     line = torch.zeros(1, 3, 32, 64)
     on_flat, on_texture = line.clone(), line.clone()
     on_flat[..., 10:22, 14] = 0.05
@@ -215,7 +220,7 @@ def test_pixel_and_edge_terms_hold_the_change_back():
 def test_optimise_prices_edges_through_the_masking_weight():
     """Masking changes nothing where the cover is flat (W = 1) and changes the result on texture."""
     flat = torch.full((2, 3, 32, 32), 0.5)
-    textured = flat + 0.15 * ((torch.arange(32)[:, None] // 2 + torch.arange(32)[None] // 2) % 2 * 2 - 1).float()
+    textured = flat + 0.15 * (2 * checker() - 1)
     f = unit(torch.randn(2, 512, generator=torch.Generator().manual_seed(0)))
     base = dict(max_steps=4, grid=16, flow_grid=4, lr_colour=0.01, lam_pix=0.0, lam_edge=5.0, eot=(), targets=(("arcface_mbf", -1.0), ("other", -1.0)))
 
